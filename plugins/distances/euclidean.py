@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import torch
+
+from simplug.distance import Distance
+
+
+def _pairwise_l2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # the expanded form (|x|^2 + |y|^2 - 2xy) is fast, but loses precision near zero and
+    # has no gradient at zero distance; clamp before sqrt to keep gradients finite
+    sq = (x * x).sum(-1, keepdim=True) + (y * y).sum(-1).unsqueeze(0) - 2.0 * (x @ y.T)
+    return sq.clamp_min(1e-12).sqrt() * (sq > 1e-12)
+
+
+class Euclidean(Distance):
+    """L2 distance; similarity = 1 / (1 + distance)."""
+
+    name = "euclidean"
+
+    def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        sq = ((x - y) ** 2).sum(-1)
+        return sq.clamp_min(1e-12).sqrt() * (sq > 1e-12)
+
+    def similarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 1.0 / (1.0 + self.distance(x, y))
+
+    def distance_matrix(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return _pairwise_l2(x, x if y is None else y)
+
+    def similarity_matrix(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return 1.0 / (1.0 + self.distance_matrix(x, y))

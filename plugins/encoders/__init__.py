@@ -1,0 +1,11 @@
+"""Built-in encoders."""
+from simplug import hookimpl
+
+
+@hookimpl
+def register_encoders(register):
+    register(
+        "torch_module",
+        "simplug.plugins.encoders.torch_module:TorchModuleEncoder",
+        summary="wraps any torch.nn.Module that maps a tensor batch to embeddings",
+    )

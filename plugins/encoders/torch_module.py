@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from simplug.encoder import Encoder, default_collate
+from simplug.torch_spec import module_from_spec, module_to_spec
+
+
+class TorchModuleEncoder(Encoder):
+    """An encoder around any ``torch.nn.Module`` that maps a tensor batch to ``(batch, dim)``.
+
+    Give ``module`` as an instance (its structure is recorded on save: standard ``torch.nn``
+    layers by name, your own classes as local code) or as a spec dict from a saved model.
+    ``embedding_size`` is found by a dry run when ``input_size`` is given and it is omitted.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module | dict[str, Any],
+        embedding_size: int | None = None,
+        trainable: bool = False,
+        input_size: int | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ):
+        super().__init__()
+        if isinstance(module, dict):
+            module = module_from_spec(module)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self._trainable = bool(trainable)
+        self._input_size = input_size
+        if embedding_size is None:
+            if input_size is None:
+                raise ValueError("give embedding_size, or input_size so it can be measured by a dry run")
+            with torch.no_grad():
+                was_training = module.training
+                module.eval()
+                embedding_size = int(module(torch.zeros(2, input_size)).shape[-1])
+                module.train(was_training)
+        self._embedding_size = int(embedding_size)
+        self._collate_fn = collate_fn
+        self.disable_gradients_if_required()
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @property
+    def embedding_size(self) -> int:
+        return self._embedding_size
+
+    def get_collate_fn(self) -> Callable[[list[Any]], Any]:
+        return self._collate_fn or default_collate
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module(batch)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "module": module_to_spec(self.module),
+            "embedding_size": self._embedding_size,
+            "trainable": self._trainable,
+            "input_size": self._input_size,
+        }

@@ -1,0 +1,292 @@
+"""SimilarityModel: encoders + head, for encoding objects; saving and loading servable models.
+
+This module never imports training code (Lightning, pytorch-metric-learning), and loading
+imports only the plugins the manifest names.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+import simplug
+from simplug.encoder import Encoder
+from simplug.errors import ConfigError, MissingPluginError, ModelFormatError
+from simplug.head import EncoderHead
+from simplug.local_code import (
+    LocalCodeLoader,
+    LocalCodeWriter,
+    loading_local_code,
+    local_class_ref,
+    resolve_local_ref,
+    saving_local_code,
+)
+from simplug.manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    HEAD_WEIGHTS,
+    atomic_directory,
+    read_manifest,
+    write_manifest,
+)
+
+DEFAULT_ENCODER_KEY = "default"
+
+
+def move_to_device(obj: Any, device: torch.device | str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, Mapping):
+        moved = {k: move_to_device(v, device) for k, v in obj.items()}
+        return type(obj)(moved) if hasattr(obj, "to") else moved
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(move_to_device(v, device) for v in obj)
+    if hasattr(obj, "to"):
+        return obj.to(device)
+    return obj
+
+
+class SimilarityModel(nn.Module):
+    """One encoder or several named encoders, their outputs concatenated (in sorted key
+    order), then the head."""
+
+    def __init__(self, encoders: Encoder | Mapping[str, Encoder], head: EncoderHead):
+        super().__init__()
+        if isinstance(encoders, Encoder):
+            encoders = {DEFAULT_ENCODER_KEY: encoders}
+        if not isinstance(encoders, Mapping) or not encoders:
+            raise ConfigError("encoders must be an Encoder or a non-empty dict of named Encoders")
+        for key, encoder in encoders.items():
+            if not isinstance(encoder, Encoder):
+                raise ConfigError(
+                    f"encoder {key!r} is a {type(encoder).__name__}, not a simplug Encoder; wrap a "
+                    "plain torch module with the 'torch_module' encoder"
+                )
+        if not isinstance(head, EncoderHead):
+            raise ConfigError(f"head must be a simplug EncoderHead, got {type(head).__name__}")
+        self.encoders = nn.ModuleDict({k: encoders[k] for k in sorted(encoders)})
+        self.head = head
+        total = sum(e.embedding_size for e in self.encoders.values())
+        if total != head.input_embedding_size:
+            sizes = ", ".join(f"{k}={e.embedding_size}" for k, e in self.encoders.items())
+            raise ConfigError(
+                f"the encoders produce embeddings of size {total} ({sizes}) but the head "
+                f"{type(head).__name__} expects input_embedding_size={head.input_embedding_size}; "
+                f"build the head with input_embedding_size={total}"
+            )
+
+    @property
+    def embedding_size(self) -> int:
+        return self.head.output_size
+
+    def get_collate_fn(self) -> Callable[[Sequence[Any]], dict[str, Any]]:
+        collates = {key: encoder.get_collate_fn() for key, encoder in self.encoders.items()}
+
+        def collate(records: Sequence[Any]) -> dict[str, Any]:
+            return {key: fn(list(records)) for key, fn in collates.items()}
+
+        return collate
+
+    def encoder_embeddings(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The encoders' outputs, concatenated; frozen encoders run without gradients."""
+        parts = []
+        for key, encoder in self.encoders.items():
+            if encoder.trainable:
+                out = encoder(batch[key])
+            else:
+                with torch.no_grad():
+                    out = encoder(batch[key])
+            if out.dim() != 2 or out.shape[1] != encoder.embedding_size:
+                raise ConfigError(
+                    f"encoder {key!r} ({type(encoder).__name__}) returned a tensor of shape "
+                    f"{tuple(out.shape)} but declares embedding_size={encoder.embedding_size}; "
+                    "fix its embedding_size or its forward"
+                )
+            parts.append(out)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        return self.head(self.encoder_embeddings(batch))
+
+    @property
+    def device(self) -> torch.device:
+        for param in self.parameters():
+            return param.device
+        for buf in self.buffers():
+            return buf.device
+        return torch.device("cpu")
+
+    def encode(
+        self,
+        inputs: Sequence[Any],
+        batch_size: int = 32,
+        to_numpy: bool = True,
+    ) -> np.ndarray | torch.Tensor:
+        """Embeddings of ``inputs`` (a list of raw objects), computed in batches in eval mode."""
+        if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__len__"):
+            raise TypeError(
+                f"encode takes a list of objects, got {type(inputs).__name__}; for one object "
+                "write encode([obj])"
+            )
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        was_training = self.training
+        self.eval()
+        collate = self.get_collate_fn()
+        device = self.device
+        outputs = []
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(inputs), batch_size):
+                    batch = collate(list(inputs[start : start + batch_size]))
+                    outputs.append(self(move_to_device(batch, device)).float().cpu())
+        finally:
+            self.train(was_training)
+        result = torch.cat(outputs) if outputs else torch.empty(0, self.embedding_size)
+        return result.numpy() if to_numpy else result
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str, training: dict[str, Any] | None = None) -> str:
+        """Write a servable model directory atomically (see ``DESIGN.md``: saved models)."""
+        from safetensors.torch import save_file
+
+        from simplug.registry import get_registry
+
+        registry = get_registry()
+        writer = LocalCodeWriter()
+        components = []
+        with atomic_directory(path) as tmp, saving_local_code(writer):
+            for key, encoder in self.encoders.items():
+                rel = f"encoders/{key}"
+                entry = _describe(registry, "encoders", encoder, role=f"encoder:{key}")
+                entry["path"] = rel
+                entry["trainable"] = encoder.trainable
+                entry["embedding_size"] = encoder.embedding_size
+                encoder.save(os.path.join(tmp, rel))
+                components.append(entry)
+            head_entry = _describe(registry, "heads", self.head, role="head")
+            head_entry["weights"] = HEAD_WEIGHTS
+            state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
+            save_file(state, os.path.join(tmp, HEAD_WEIGHTS))
+            components.append(head_entry)
+            local = writer.write(tmp)
+            manifest = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "simplug_version": simplug.__version__,
+                "torch_version": torch.__version__.split("+")[0],
+                "embedding_size": self.embedding_size,
+                "encoders": list(self.encoders),
+                "components": components,
+                "local_code": local,
+                "training": training or {},
+            }
+            write_manifest(tmp, manifest)
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        trust_local_code: bool = False,
+        device: str | torch.device = "cpu",
+    ) -> "SimilarityModel":
+        """Load a saved model, importing only the plugins its manifest names."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from simplug.registry import Registry
+
+        manifest = read_manifest(path)
+        registry = Registry(autoload=False, strict=True)
+        loader = LocalCodeLoader(path) if trust_local_code else None
+        encoders: dict[str, Encoder] = {}
+        head = None
+        with loading_local_code(loader, path):
+            for component in manifest["components"]:
+                component_cls = _resolve(registry, component)
+                role = component.get("role", "")
+                try:
+                    if role.startswith("encoder:"):
+                        encoders[role.split(":", 1)[1]] = component_cls.load(os.path.join(path, component["path"]))
+                    elif role == "head":
+                        head = component_cls(**component.get("config", {}))
+                        state = load_file(os.path.join(path, component["weights"]))
+                        missing, unexpected = head.load_state_dict(state, strict=False)
+                        if missing or unexpected:
+                            raise ModelFormatError(
+                                f"head weights do not fit {component_cls.__name__}"
+                                f"({component.get('config')}): missing {missing}, unexpected {unexpected}"
+                            )
+                    else:
+                        raise ModelFormatError(f"unknown component role {role!r} in {path}")
+                except SafetensorError as exc:
+                    raise ModelFormatError(f"{path}: weights of {role} cannot be read ({exc})") from exc
+        if head is None or not encoders:
+            raise ModelFormatError(f"{path} does not describe both encoders and a head")
+        model = cls(encoders, head)
+        model.manifest = manifest
+        model.eval()
+        return model.to(device)
+
+
+def _describe(registry: Any, kind: str, component: Any, role: str) -> dict[str, Any]:
+    record = registry.find_instance(kind, component)
+    config = component.get_config_dict() if hasattr(component, "get_config_dict") else {}
+    if record is None:
+        entry = {"role": role, "kind": kind, "source": "local", "class": local_class_ref(type(component))}
+    else:
+        entry = {
+            "role": role,
+            "kind": kind,
+            "source": "plugin",
+            "name": record.name,
+            "plugin": record.plugin,
+            "entry_point": record.entry_point,
+            "distribution": record.distribution,
+            "version": record.version,
+        }
+    entry["config"] = config
+    return entry
+
+
+def _installed_version(distribution: str) -> str | None:
+    try:
+        import importlib_metadata as metadata
+    except ImportError:  # pragma: no cover
+        from importlib import metadata  # type: ignore[no-redef]
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _resolve(registry: Any, component: dict[str, Any]) -> type:
+    if component.get("source") == "local":
+        return resolve_local_ref(component["class"])
+    if component.get("source") != "plugin":
+        raise ModelFormatError(f"component {component.get('role')!r} has unknown source {component.get('source')!r}")
+    dist, version, name = component["distribution"], component.get("version", ""), component["name"]
+    requirement = f"{dist}=={version}" if version else dist
+    installed = _installed_version(dist)
+    what = f"{component['kind'][:-1] if component['kind'] != 'losses' else 'loss'} {name!r}"
+    if installed is None:
+        raise MissingPluginError(
+            f"this model needs the {what} from the distribution {dist} {version}, which is not "
+            f"installed: pip install '{requirement}' (simplug requirements MODEL lists every one)"
+        )
+    if version and installed != version:
+        if installed.split(".")[0] != version.split(".")[0]:
+            raise MissingPluginError(
+                f"this model was saved with {dist} {version} but {installed} is installed (another "
+                f"major version, which may build the {what} differently): pip install '{requirement}'"
+            )
+        warnings.warn(
+            f"model saved with {dist} {version}, loading with {installed}", stacklevel=3
+        )
+    registry.load_entry_point(dist, component["plugin"], requirement=requirement)
+    return registry.get(component["kind"], f"{dist}:{name}").load()
