@@ -1,0 +1,254 @@
+"""TrainableModel: a LightningModule assembled from encoders, a head, a loss and metrics."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+import pytorch_lightning as pl
+import torch
+
+from simplug.config import build_component, check_arguments, split_spec
+from simplug.encoder import Encoder
+from simplug.errors import ConfigError, DataError
+from simplug.head import EncoderHead
+from simplug.loss import SimilarityLoss
+from simplug.metric import Metric
+from simplug.serving.model import DEFAULT_ENCODER_KEY, SimilarityModel
+
+STAGES = ("train", "validation", "test")
+
+
+class TrainableModel(pl.LightningModule):
+    """Describe what to train by overriding the ``configure_*`` hooks, as in Quaterion::
+
+        class Model(TrainableModel):
+            def configure_encoders(self):
+                return TorchModuleEncoder(my_module, embedding_size=64)
+            def configure_head(self, input_embedding_size):
+                return SkipConnectionHead(input_embedding_size)
+            def configure_loss(self):
+                return TripletLoss(mining="hard")
+
+    or build the same thing from registered names with ``TrainableModel.from_config``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__()
+        encoders = self.configure_encoders()
+        if isinstance(encoders, Encoder):
+            encoders = {DEFAULT_ENCODER_KEY: encoders}
+        if not isinstance(encoders, Mapping) or not encoders:
+            raise ConfigError(
+                f"configure_encoders must return an Encoder or a dict of them, got {type(encoders).__name__}"
+            )
+        for key, encoder in encoders.items():
+            if not isinstance(encoder, Encoder):
+                raise ConfigError(
+                    f"configure_encoders returned a {type(encoder).__name__} for {key!r}; wrap plain "
+                    "torch modules with simplug.plugins.encoders.torch_module.TorchModuleEncoder"
+                )
+            encoder.disable_gradients_if_required()
+        input_size = sum(e.embedding_size for e in encoders.values())
+        head = self.configure_head(input_size)
+        self._model = SimilarityModel(encoders, head)
+        loss = self.configure_loss()
+        if not isinstance(loss, SimilarityLoss) or loss.target_kind not in ("pairs", "groups"):
+            raise ConfigError(
+                f"configure_loss must return a PairwiseLoss or GroupLoss, got {type(loss).__name__}"
+            )
+        self._loss = loss
+        metrics = self.configure_metrics() or []
+        self._metrics: list[Metric] = [metrics] if isinstance(metrics, Metric) else list(metrics)
+        for metric in self._metrics:
+            if not isinstance(metric, Metric):
+                raise ConfigError(f"configure_metrics must return simplug Metrics, got {type(metric).__name__}")
+
+    # ------------------------------------------------------------------ hooks to override
+    def configure_encoders(self) -> Encoder | dict[str, Encoder]:
+        raise NotImplementedError("override configure_encoders() to return an Encoder or a dict of named Encoders")
+
+    def configure_head(self, input_embedding_size: int) -> EncoderHead:
+        from simplug.plugins.heads.empty import EmptyHead
+
+        return EmptyHead(input_embedding_size)
+
+    def configure_loss(self) -> SimilarityLoss:
+        raise NotImplementedError("override configure_loss() to return a PairwiseLoss or GroupLoss")
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.trainable_parameters(), lr=1e-3)
+
+    def configure_metrics(self) -> Metric | list[Metric]:
+        return []
+
+    def configure_caches(self) -> Any:
+        return None
+
+    def configure_xbm(self) -> Any:
+        return None
+
+    def process_results(
+        self, embeddings: torch.Tensor, targets: dict[str, Any], batch_idx: int, stage: str, **kwargs: Any
+    ) -> None:
+        """Called with every batch's embeddings and targets; override for extra evaluation."""
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def model(self) -> SimilarityModel:
+        return self._model
+
+    @property
+    def loss(self) -> SimilarityLoss:
+        return self._loss
+
+    @property
+    def metrics(self) -> list[Metric]:
+        return self._metrics
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        params = [p for p in self._model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError(
+                "nothing to train: every encoder is frozen and the head has no parameters; use a "
+                "head with weights (e.g. skip_connection) or a trainable encoder"
+            )
+        return params
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self._model(batch)
+
+    def _step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
+        features, targets = batch
+        embeddings = self._model(features)
+        if not torch.isfinite(embeddings).all():
+            raise DataError(
+                f"the model produced NaN or inf embeddings at {stage} step {self.global_step} "
+                f"(batch {batch_idx}); check the input data and lower the learning rate"
+            )
+        loss = self._loss(embeddings, **targets)
+        if not torch.isfinite(loss):
+            raise DataError(
+                f"the loss became {loss.item()} at {stage} step {self.global_step} (batch "
+                f"{batch_idx}); lower the learning rate or check the input data"
+            )
+        batch_size = embeddings.shape[0]
+        self.log(f"loss_{stage}", loss.detach(), on_step=stage == "train", on_epoch=True,
+                 prog_bar=True, batch_size=batch_size)
+        if stage != "train":
+            for metric in self._metrics:
+                value = metric.compute(embeddings, targets)
+                if not torch.isnan(value):
+                    self.log(f"{metric.name}_{stage}", value, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.process_results(embeddings=embeddings, targets=targets, batch_idx=batch_idx, stage=stage)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, batch_idx, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, batch_idx, "validation")
+
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, batch_idx, "test")
+
+    # ------------------------------------------------------------------ data and saving
+    def setup_dataloader(self, dataloader: Any) -> None:
+        """Give a similarity loader the model's collate (each encoder's own)."""
+        from simplug.dataloader import SimilarityDataLoader
+
+        if not isinstance(dataloader, SimilarityDataLoader):
+            raise DataError(
+                f"expected a PairsSimilarityDataLoader or GroupSimilarityDataLoader, got {type(dataloader).__name__}"
+            )
+        if dataloader.target_kind != self._loss.target_kind:
+            want = "PairsSimilarityDataLoader" if self._loss.target_kind == "pairs" else "GroupSimilarityDataLoader"
+            raise ConfigError(
+                f"{type(self._loss).__name__} is a {self._loss.target_kind[:-1]} loss and needs a {want}, "
+                f"but got a {type(dataloader).__name__}; use a "
+                f"{'pair' if dataloader.target_kind == 'pairs' else 'group'} loss or a {want}"
+            )
+        dataloader.set_model_collate(self._model.get_collate_fn())
+
+    def training_info(self) -> dict[str, Any]:
+        from simplug.registry import get_registry
+
+        record = get_registry().find_instance("losses", self._loss)
+        return {
+            "loss": {
+                "name": record.qualified_name if record else type(self._loss).__qualname__,
+                "config": self._loss.get_config_dict(),
+            },
+            "metrics": [m.name for m in self._metrics],
+        }
+
+    def save_servable(self, path: str) -> str:
+        """Save encoders and head (no Lightning, no loss) as a servable model directory."""
+        return self._model.save(path, training=self.training_info())
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "TrainableModel":
+        """Build a model from registered component names, e.g.::
+
+            TrainableModel.from_config({
+                "encoder": my_encoder,           # an Encoder, or {"name": ..., **args}
+                "head": {"name": "skip_connection", "n_layers": 2},
+                "loss": {"name": "triplet", "margin": 0.3},
+                "optimizer": {"name": "adam", "lr": 1e-3},
+                "metrics": [{"name": "retrieval_precision", "k": 1}],
+            })
+        """
+        return ConfigTrainableModel(config)
+
+
+_CONFIG_KEYS = ("encoder", "encoders", "head", "loss", "optimizer", "metrics")
+_OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+
+
+class ConfigTrainableModel(TrainableModel):
+    """A TrainableModel whose hooks build components from a config of registered names."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"a model config is a dict, got {type(config).__name__}")
+        unknown = [k for k in config if k not in _CONFIG_KEYS]
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}; the keys are: {', '.join(_CONFIG_KEYS)}")
+        if ("encoder" in config) == ("encoders" in config):
+            raise ConfigError("the config needs exactly one of 'encoder' (one encoder) or 'encoders' (a dict of named ones)")
+        if "loss" not in config:
+            raise ConfigError("the config needs a 'loss', e.g. {'name': 'triplet'}")
+        self._config = dict(config)
+        super().__init__()
+
+    def configure_encoders(self) -> Encoder | dict[str, Encoder]:
+        if "encoder" in self._config:
+            return build_component("encoders", self._config["encoder"], Encoder)
+        encoders = self._config["encoders"]
+        if not isinstance(encoders, Mapping) or not encoders:
+            raise ConfigError("'encoders' must be a non-empty table of named encoders")
+        return {key: build_component("encoders", spec, Encoder) for key, spec in encoders.items()}
+
+    def configure_head(self, input_embedding_size: int) -> EncoderHead:
+        spec = self._config.get("head", "empty")
+        return build_component("heads", spec, EncoderHead, input_embedding_size=input_embedding_size)
+
+    def configure_loss(self) -> SimilarityLoss:
+        return build_component("losses", self._config["loss"], SimilarityLoss)
+
+    def configure_metrics(self) -> list[Metric]:
+        specs = self._config.get("metrics", [])
+        if isinstance(specs, (str, Mapping)):
+            specs = [specs]
+        return [build_component("metrics", spec, Metric) for spec in specs]
+
+    def configure_optimizers(self) -> Any:
+        spec = copy.deepcopy(self._config.get("optimizer", {"name": "adam"}))
+        name, args = split_spec(spec, "optimizer")
+        if not isinstance(name, str) or name.lower() not in _OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(_OPTIMIZERS)}")
+        optimizer_cls = getattr(torch.optim, _OPTIMIZERS[name.lower()])
+        args.setdefault("lr", 1e-3)
+        check_arguments(optimizer_cls.__init__, args, f"optimizer {name!r}", skip=("params",))
+        return optimizer_cls(self.trainable_parameters(), **args)
