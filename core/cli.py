@@ -1,0 +1,124 @@
+"""The ``simplug`` command. Listing and reading manifests import no torch."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from simplug.errors import SimplugError
+
+app = typer.Typer(
+    name="simplug",
+    help="Fine-tune similarity-learning models from pluggable components.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(lines)
+
+
+@app.command("list")
+def list_components(
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="only this kind (heads, losses, ...)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """List installed components and the plugins that provide them."""
+    from simplug.registry import Registry, normalize_kind
+
+    try:
+        registry = Registry()
+        wanted = normalize_kind(kind) if kind else None
+    except SimplugError as exc:
+        _fail(str(exc))
+    rows = []
+    for record in registry.components(wanted):
+        rows.append({**record.as_dict(), "status": "ok"})
+    for plugin in registry.plugins:
+        if plugin.status != "ok":
+            rows.append(
+                {
+                    "kind": "-",
+                    "name": "-",
+                    "plugin": plugin.name,
+                    "entry_point": plugin.module,
+                    "distribution": plugin.distribution,
+                    "version": plugin.version,
+                    "status": plugin.status,
+                    "error": plugin.error,
+                }
+            )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    headers = ["kind", "name", "plugin", "distribution", "version", "status"]
+    table_rows = [[str(r[h]) for h in headers] for r in rows]
+    typer.echo(_table(headers, table_rows))
+    for r in rows:
+        if r["status"] == "broken":
+            typer.echo(f"\n{r['plugin']} ({r['distribution']} {r['version']}) is broken: {r['error']}", err=True)
+
+
+@app.command()
+def info(model: str = typer.Argument(..., help="saved model directory")) -> None:
+    """Show a saved model's manifest: components, where they come from, files."""
+    from simplug.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(model, verify_files=False)
+    except SimplugError as exc:
+        _fail(str(exc))
+    typer.echo(f"model: {model}")
+    typer.echo(f"format: {manifest['format']} v{manifest['format_version']}, saved by simplug {manifest.get('simplug_version')}")
+    typer.echo(f"embedding size: {manifest.get('embedding_size')}")
+    rows = []
+    for c in manifest["components"]:
+        if c.get("source") == "local":
+            rows.append([c["role"], c["kind"], c["class"], "(local code)", "", json.dumps(c.get("config", {}))[:60]])
+        else:
+            rows.append([c["role"], c["kind"], c["name"], c["distribution"], c.get("version", ""), json.dumps(c.get("config", {}))[:60]])
+    typer.echo(_table(["role", "kind", "name", "distribution", "version", "config"], rows))
+    if manifest.get("training"):
+        typer.echo(f"training: {json.dumps(manifest['training'])}")
+    total = sum(f["size"] for f in manifest["files"].values())
+    typer.echo(f"files: {len(manifest['files'])} ({total / 1e6:.2f} MB)")
+
+
+@app.command()
+def requirements(model: str = typer.Argument(..., help="saved model directory")) -> None:
+    """Print the pip requirement lines a saved model needs to be served."""
+    from simplug.manifest import local_code_notes, read_manifest, requirements as model_requirements
+
+    try:
+        manifest = read_manifest(model, verify_files=False)
+    except SimplugError as exc:
+        _fail(str(exc))
+    for line in model_requirements(manifest):
+        typer.echo(line)
+    for note in local_code_notes(manifest):
+        typer.echo(f"# local code (load with trust_local_code=True): {note}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SimplugError as exc:  # pragma: no cover - commands catch their own
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""A third-party simplug plugin: a projection head."""
