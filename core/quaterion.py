@@ -20,6 +20,7 @@ _QUIET_WARNINGS = (
     r".*GPU available but not used.*",
     r".*You are using a CUDA device.*",
     r".*LeafSpec.*",
+    r".*You defined a `validation_step` but have no `val_dataloader`.*",
 )
 
 
