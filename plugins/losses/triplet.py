@@ -16,7 +16,8 @@ class TripletLoss(GroupLoss):
     ``mining``: ``hard`` takes the farthest positive and the nearest negative per anchor;
     ``all`` averages over every triplet with a non-zero loss; ``semi_hard`` takes, per
     anchor-positive pair, the nearest negative farther than the positive (or the farthest
-    negative when there is none). ``soft=True`` replaces the hinge with ``softplus``.
+    negative when there is none). ``soft=True`` replaces the hinge with the margin-free
+    ``softplus(d(a, p) - d(a, n))`` (the soft-margin form of Hermans et al., 2017).
     """
 
     def __init__(
