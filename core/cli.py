@@ -35,6 +35,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 def list_components(
     kind: Optional[str] = typer.Option(None, "--kind", "-k", help="only this kind (heads, losses, ...)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    hooks: bool = typer.Option(False, "--hooks", help="list plugins and the hooks each implements"),
 ) -> None:
     """List installed components and the plugins that provide them."""
     from simplug.registry import Registry, normalize_kind
@@ -44,6 +45,19 @@ def list_components(
         wanted = normalize_kind(kind) if kind else None
     except SimplugError as exc:
         _fail(str(exc))
+    if hooks:
+        plugins = [
+            {"plugin": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
+             "status": p.status, "hooks": p.hooks, "error": p.error}
+            for p in registry.plugins
+        ]
+        if as_json:
+            typer.echo(json.dumps(plugins, indent=2))
+        else:
+            headers = ["plugin", "distribution", "version", "status", "hooks"]
+            typer.echo(_table(headers, [[p["plugin"], p["distribution"], p["version"], p["status"],
+                                         ", ".join(p["hooks"]) or "-"] for p in plugins]))
+        return
     rows = []
     for record in registry.components(wanted):
         rows.append({**record.as_dict(), "status": "ok"})

@@ -41,3 +41,13 @@ def test_import_simplug_is_light():
     result = run_python("import sys, simplug; from simplug import hookimpl; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pytorch_lightning', 'numpy')))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_list_hooks_shows_what_each_plugin_implements():
+    result = run_cli("list", "--hooks", "--json")
+    assert result.returncode == 0, result.stderr
+    plugins = {p["plugin"]: p for p in json.loads(result.stdout) if p["distribution"] == "simplug"}
+    assert plugins["heads"]["hooks"] == ["register_heads"]
+    assert plugins["losses"]["hooks"] == ["register_losses"]
+    table = run_cli("list", "--hooks")
+    assert "register_cache_backends" in table.stdout
