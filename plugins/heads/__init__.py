@@ -10,3 +10,19 @@ def register_heads(register):
         "simplug.plugins.heads.skip_connection:SkipConnectionHead",
         summary="gated residual linear layers: x + sigmoid(g) * fc(x)",
     )
+    register("gated", "simplug.plugins.heads.gated:GatedHead", summary="per-dimension gates: x * tanh(g)")
+    register(
+        "softmax_embeddings",
+        "simplug.plugins.heads.softmax_embeddings:SoftmaxEmbeddingsHead",
+        summary="linear layer, softmax within each of output_groups groups, concatenated",
+    )
+    register(
+        "stacked_projection",
+        "simplug.plugins.heads.stacked_projection:StackedProjectionHead",
+        summary="linear layers to output_sizes with an activation between them",
+    )
+    register(
+        "widening",
+        "simplug.plugins.heads.widening:WideningHead",
+        summary="in -> in * expansion_factor -> activation -> in",
+    )

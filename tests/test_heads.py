@@ -1,0 +1,304 @@
+"""Every built-in head: shapes, gradients, math against slow references, config round
+trips, bit-identical save/load through the servable-model path, and argument errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import simplug
+from conftest import run_cli
+from simplug.errors import ConfigError
+from simplug.plugins.encoders.torch_module import TorchModuleEncoder
+from simplug.registry import get_registry
+
+IN = 12
+
+# name -> list of constructor arguments (besides input_embedding_size) to try
+CASES = {
+    "empty": [{}],
+    "skip_connection": [{}, {"n_layers": 3}],
+    "gated": [{}],
+    "softmax_embeddings": [{"output_groups": 3, "output_size_per_group": 5}, {"output_groups": 1, "output_size_per_group": 4}],
+    "stacked_projection": [
+        {"output_sizes": [7]},
+        {"output_sizes": [20, 9, 5], "activation_fn": "gelu"},
+        {"output_sizes": (6, 3), "activation_fn": "leaky_relu"},
+    ],
+    "widening": [{}, {"expansion_factor": 1.5, "activation_fn": "tanh"}],
+}
+ALL_NAMES = sorted(CASES)
+PARAMS = [pytest.param(name, args, id=f"{name}-{i}") for name in ALL_NAMES for i, args in enumerate(CASES[name])]
+
+
+def head_class(name):
+    return get_registry().resolve("heads", name)
+
+
+def build_head(name, args, seed=0):
+    torch.manual_seed(seed)
+    head = head_class(name)(IN, **args)
+    perturb(head, seed)
+    return head
+
+
+def perturb(module, seed=0):
+    """Move every parameter away from its initial value (e.g. gates away from a constant)."""
+    gen = torch.Generator().manual_seed(seed + 1000)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
+
+
+# ---------------------------------------------------------------- slow references
+def linear_ref(x, weight, bias):
+    """y[b, o] = sum_i x[b, i] * W[o, i] + bias[o], written out with elementwise ops."""
+    return (x[:, None, :] * weight[None, :, :]).sum(dim=-1) + bias[None, :]
+
+
+def activation_ref(name, x):
+    if name == "relu":
+        return torch.where(x > 0, x, torch.zeros_like(x))
+    if name == "gelu":
+        return 0.5 * x * (1.0 + torch.erf(x / np.sqrt(2.0)))
+    if name == "tanh":
+        return (torch.exp(x) - torch.exp(-x)) / (torch.exp(x) + torch.exp(-x))
+    if name == "sigmoid":
+        return 1.0 / (1.0 + torch.exp(-x))
+    if name == "leaky_relu":
+        return torch.where(x >= 0, x, 0.01 * x)
+    if name == "silu":
+        return x / (1.0 + torch.exp(-x))
+    if name == "elu":
+        return torch.where(x > 0, x, torch.exp(x) - 1.0)
+    if name == "identity":
+        return x
+    raise AssertionError(name)
+
+
+def reference(name, head, x):
+    sd = {k: v.detach().double() for k, v in head.state_dict().items()}
+    x = x.double()
+    if name == "empty":
+        return x.clone()
+    if name == "skip_connection":
+        for i in range(head.n_layers):
+            gate = 1.0 / (1.0 + torch.exp(-sd[f"gates.{i}"]))
+            x = linear_ref(x, sd[f"fcs.{i}.weight"], sd[f"fcs.{i}.bias"]) * gate + x
+        return x
+    if name == "gated":
+        g = sd["gates"]
+        return x * activation_ref("tanh", g)
+    if name == "softmax_embeddings":
+        proj = linear_ref(x, sd["projection_layer.weight"], sd["projection_layer.bias"])
+        size = head.output_size_per_group
+        groups = []
+        for gi in range(head.output_groups):
+            chunk = proj[:, gi * size : (gi + 1) * size]
+            e = torch.exp(chunk - chunk.max(dim=1, keepdim=True).values)
+            groups.append(e / e.sum(dim=1, keepdim=True))
+        return torch.cat(groups, dim=1)
+    if name == "stacked_projection":
+        weights = sorted((k for k in sd if k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
+        assert len(weights) == len(head.output_sizes)
+        for i, wkey in enumerate(weights):
+            if i > 0:
+                x = activation_ref(head.activation_fn, x)
+            x = linear_ref(x, sd[wkey], sd[wkey[: -len("weight")] + "bias"])
+        return x
+    if name == "widening":
+        hidden = int(IN * head.expansion_factor)
+        assert sd["expand.weight"].shape == (hidden, IN) and sd["project.weight"].shape == (IN, hidden)
+        h = activation_ref(head.activation_fn, linear_ref(x, sd["expand.weight"], sd["expand.bias"]))
+        return linear_ref(h, sd["project.weight"], sd["project.bias"])
+    raise AssertionError(name)
+
+
+# ---------------------------------------------------------------- tests
+def test_every_head_is_covered():
+    builtin = {r.name for r in get_registry().components("heads") if r.distribution == "simplug"}
+    assert builtin == set(ALL_NAMES), "a built-in head has no test case: add it to CASES"
+    for name in ALL_NAMES:
+        assert head_class(name) is not None
+
+
+@pytest.mark.parametrize("name,args", PARAMS)
+def test_output_shape(name, args):
+    head = build_head(name, args)
+    out = head(torch.randn(5, IN))
+    assert out.shape == (5, head.output_size)
+    assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name,args", PARAMS)
+def test_gradients_reach_every_parameter(name, args):
+    head = build_head(name, args)
+    x = torch.randn(6, IN, requires_grad=True)
+    out = head(x)
+    # a non-symmetric objective: the sum of a softmax group is constant, so weight outputs
+    (out * torch.randn_like(out)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for pname, p in head.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {pname}"
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
+
+
+@pytest.mark.parametrize("name,args", PARAMS)
+def test_math_matches_a_slow_reference(name, args):
+    head = build_head(name, args).eval()
+    x = torch.randn(7, IN)
+    with torch.no_grad():
+        got = head(x).double()
+    expected = reference(name, head, x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu", "elu", "identity"])
+@pytest.mark.parametrize("name", ["stacked_projection", "widening"])
+def test_every_allowed_activation(name, activation):
+    args = {"output_sizes": [9, 4]} if name == "stacked_projection" else {"expansion_factor": 2.0}
+    head = build_head(name, {**args, "activation_fn": activation}).eval()
+    assert head.get_config_dict()["activation_fn"] == activation
+    x = torch.randn(4, IN) * 2
+    with torch.no_grad():
+        got = head(x).double()
+    torch.testing.assert_close(got, reference(name, head, x), rtol=1e-5, atol=1e-5)
+
+
+def test_initial_values():
+    gated = head_class("gated")(IN)
+    assert torch.equal(gated.gates.detach(), torch.full((IN,), 2.0))
+    x = torch.randn(3, IN)
+    torch.testing.assert_close(gated(x), x * np.tanh(2.0))
+    soft = head_class("softmax_embeddings")(IN, output_groups=4, output_size_per_group=3)
+    out = soft(torch.randn(5, IN))
+    torch.testing.assert_close(out.reshape(5, 4, 3).sum(-1), torch.ones(5, 4))
+    assert (out > 0).all()
+    widening = head_class("widening")(IN)
+    assert widening.expand.out_features == 4 * IN and widening.output_size == IN
+
+
+def test_dropout_applies_only_in_training():
+    for name, args in [("gated", {}), ("widening", {}), ("stacked_projection", {"output_sizes": [5]}), ("softmax_embeddings", {"output_groups": 2, "output_size_per_group": 3})]:
+        head = head_class(name)(IN, dropout=0.5, **args)
+        assert head.get_config_dict()["dropout"] == 0.5
+        x = torch.randn(50, IN)
+        head.eval()
+        assert torch.equal(head(x), head(x))
+        head.train()
+        torch.manual_seed(0)
+        a = head(x)
+        torch.manual_seed(1)
+        assert not torch.equal(a, head(x)), name
+
+
+@pytest.mark.parametrize("name,args", PARAMS)
+def test_config_round_trip(name, args):
+    cls = head_class(name)
+    head = build_head(name, {**args, "dropout": 0.25})
+    cfg = head.get_config_dict()
+    text = json.dumps(cfg)  # must be plain JSON
+    rebuilt = cls(**json.loads(text))
+    assert rebuilt.get_config_dict() == json.loads(text)
+    assert rebuilt.output_size == head.output_size
+    assert rebuilt.input_embedding_size == IN
+    shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()} == shapes
+    rebuilt.load_state_dict(head.state_dict())
+    head.eval(), rebuilt.eval()
+    x = torch.randn(3, IN)
+    assert torch.equal(head(x), rebuilt(x))
+
+
+def test_stacked_projection_config_is_a_list():
+    head = head_class("stacked_projection")(IN, output_sizes=(8, 4))
+    cfg = head.get_config_dict()
+    assert cfg["output_sizes"] == [8, 4] and type(cfg["output_sizes"]) is list
+    assert cfg["activation_fn"] == "relu"
+
+
+@pytest.mark.parametrize("name,args", PARAMS)
+def test_save_load_is_bit_identical(name, args, tmp_path):
+    torch.manual_seed(0)
+    encoder = TorchModuleEncoder(nn.Linear(8, 12), embedding_size=12)
+    model = simplug.TrainableModel.from_config({"encoder": encoder, "head": {"name": name, **args}, "loss": "triplet"})
+    head = model.model.head
+    assert type(head) is head_class(name)
+    perturb(head, seed=3)
+    path = str(tmp_path / "model")
+    model.save_servable(path)
+    loaded = simplug.serving.SimilarityModel.load(path)
+    assert type(loaded.head) is type(head)
+    assert loaded.head.get_config_dict() == head.get_config_dict()
+    inputs = [torch.randn(8) for _ in range(9)]
+    expected = model.model.encode(inputs, batch_size=4)
+    got = loaded.encode(inputs, batch_size=4)
+    assert got.shape == (9, head.output_size)
+    assert np.array_equal(got, expected)
+    manifest_head = [c for c in loaded.manifest["components"] if c["role"] == "head"][0]
+    assert manifest_head["name"] == name and manifest_head["source"] == "plugin"
+
+
+BAD = [
+    ("stacked_projection", {"output_sizes": [8], "activation_fn": "swishy"}, r"activation_fn.*'swishy'.*relu.*gelu.*identity"),
+    ("stacked_projection", {"output_sizes": [8], "activation_fn": "torch.nn.ReLU"}, r"activation_fn.*relu"),
+    ("stacked_projection", {"output_sizes": [8], "activation_fn": nn.ReLU}, r"activation_fn.*name"),
+    ("stacked_projection", {"output_sizes": []}, r"output_sizes.*non-empty"),
+    ("stacked_projection", {"output_sizes": [8, 0]}, r"output_sizes\[1\].*0"),
+    ("stacked_projection", {"output_sizes": [8, -3]}, r"output_sizes\[1\]"),
+    ("stacked_projection", {"output_sizes": [8, 2.5]}, r"output_sizes\[1\]"),
+    ("stacked_projection", {"output_sizes": [True]}, r"output_sizes\[0\]"),
+    ("stacked_projection", {"output_sizes": 8}, r"output_sizes.*list"),
+    ("stacked_projection", {"output_sizes": "8"}, r"output_sizes.*list"),
+    ("widening", {"activation_fn": "swishy"}, r"activation_fn.*'swishy'.*leaky_relu"),
+    ("widening", {"expansion_factor": 0}, r"expansion_factor.*positive"),
+    ("widening", {"expansion_factor": -2.0}, r"expansion_factor.*positive"),
+    ("widening", {"expansion_factor": float("nan")}, r"expansion_factor"),
+    ("widening", {"expansion_factor": "4"}, r"expansion_factor"),
+    ("widening", {"expansion_factor": 0.01}, r"expansion_factor.*hidden layer of 0"),
+    ("softmax_embeddings", {"output_groups": 0, "output_size_per_group": 4}, r"output_groups must be a positive int.*0"),
+    ("softmax_embeddings", {"output_groups": 2, "output_size_per_group": -1}, r"output_size_per_group must be a positive int"),
+    ("softmax_embeddings", {"output_groups": 2.0, "output_size_per_group": 3}, r"output_groups"),
+    ("gated", {"dropout": 1.5}, r"dropout"),
+]
+
+
+@pytest.mark.parametrize("name,args,pattern", BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_arguments_are_explained(name, args, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        head_class(name)(IN, **args)
+
+
+def test_bad_arguments_through_a_config_are_config_errors():
+    encoder = TorchModuleEncoder(nn.Linear(8, 12), embedding_size=12)
+    for head, pattern in [
+        ({"name": "stacked_projection", "output_sizes": [4], "activation_fn": "swishy"}, r"swishy.*relu"),
+        ({"name": "stacked_projection", "output_sizes": []}, r"output_sizes"),
+        ({"name": "softmax_embeddings", "output_groups": 0, "output_size_per_group": 2}, r"output_groups"),
+        ({"name": "widening", "activation_fn": "swishy"}, r"swishy"),
+    ]:
+        with pytest.raises((ValueError, ConfigError), match=pattern):
+            simplug.TrainableModel.from_config({"encoder": encoder, "head": head, "loss": "triplet"})
+
+
+def test_activation_names_are_resolved_from_an_allow_list():
+    from simplug.plugins.heads import _activations
+
+    assert set(_activations.ACTIVATIONS) == {"relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu", "elu", "identity"}
+    head = head_class("widening")(IN, activation_fn="GELU")
+    assert head.get_config_dict()["activation_fn"] == "gelu" and isinstance(head.activation, nn.GELU)
+    for sneaky in ["__import__('os')", "os.system", "ReLU()", ""]:
+        with pytest.raises(ValueError, match="activation_fn"):
+            head_class("widening")(IN, activation_fn=sneaky)
+
+
+def test_cli_lists_every_head():
+    result = run_cli("list", "--kind", "heads", "--json")
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    names = {r["name"] for r in records}
+    assert set(ALL_NAMES) <= names
+    assert all(r["status"] == "ok" for r in records if r["name"] in ALL_NAMES)
