@@ -80,5 +80,8 @@ def test_outside_plugin_lifecycle(installed_plugin, tmp_path, fresh_registry):
     gone = run_python(probe)
     assert gone.returncode != 0
     assert "MissingPluginError" in gone.stderr and f"pip install '{DIST}=={VERSION}'" in gone.stderr
-    listing = run_cli("list")
-    assert listing.returncode == 0 and "projection" not in listing.stdout and "skip_connection" in listing.stdout
+    listing = run_cli("list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    names = {r["name"] for r in json.loads(listing.stdout)}
+    assert "projection" not in names and "skip_connection" in names
+    assert run_cli("list").returncode == 0
