@@ -31,6 +31,16 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _read_manifest(model: str) -> dict:
+    from simplug.manifest import read_manifest
+
+    try:
+        return read_manifest(model, verify_files=False)
+    except SimplugError as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+
+
 @app.command("list")
 def list_components(
     kind: Optional[str] = typer.Option(None, "--kind", "-k", help="only this kind (heads, losses, ...)"),
@@ -89,12 +99,7 @@ def list_components(
 @app.command()
 def info(model: str = typer.Argument(..., help="saved model directory")) -> None:
     """Show a saved model's manifest: components, where they come from, files."""
-    from simplug.manifest import read_manifest
-
-    try:
-        manifest = read_manifest(model, verify_files=False)
-    except SimplugError as exc:
-        _fail(str(exc))
+    manifest = _read_manifest(model)
     typer.echo(f"model: {model}")
     typer.echo(f"format: {manifest['format']} v{manifest['format_version']}, saved by simplug {manifest.get('simplug_version')}")
     typer.echo(f"embedding size: {manifest.get('embedding_size')}")
@@ -114,12 +119,9 @@ def info(model: str = typer.Argument(..., help="saved model directory")) -> None
 @app.command()
 def requirements(model: str = typer.Argument(..., help="saved model directory")) -> None:
     """Print the pip requirement lines a saved model needs to be served."""
-    from simplug.manifest import local_code_notes, read_manifest, requirements as model_requirements
+    from simplug.manifest import local_code_notes, requirements as model_requirements
 
-    try:
-        manifest = read_manifest(model, verify_files=False)
-    except SimplugError as exc:
-        _fail(str(exc))
+    manifest = _read_manifest(model)
     for line in model_requirements(manifest):
         typer.echo(line)
     for note in local_code_notes(manifest):

@@ -51,6 +51,10 @@ class SimilarityDataLoader(DataLoader):
                 f"is a {type(sample).__name__}{hint}"
             )
 
+    def _check_batch(self, batch: list[Any]) -> None:
+        for i, sample in enumerate(batch):
+            self._check(sample, f"item {i} of a batch")
+
     @property
     def full_dataset(self) -> Any:
         return self.dataset
@@ -71,8 +75,7 @@ class PairsSimilarityDataLoader(SimilarityDataLoader):
     other_loader = "GroupSimilarityDataLoader"
 
     def pre_collate(self, batch: list[Any]) -> tuple[list[Any], dict[str, torch.Tensor]]:
-        for i, sample in enumerate(batch):
-            self._check(sample, f"item {i} of a batch")
+        self._check_batch(batch)
         n = len(batch)
         records = [s.obj_a for s in batch] + [s.obj_b for s in batch]
         pairs = torch.stack([torch.arange(n), torch.arange(n, 2 * n)], dim=1)
@@ -89,8 +92,7 @@ class GroupSimilarityDataLoader(SimilarityDataLoader):
     other_loader = "PairsSimilarityDataLoader"
 
     def pre_collate(self, batch: list[Any]) -> tuple[list[Any], dict[str, torch.Tensor]]:
-        for i, sample in enumerate(batch):
-            self._check(sample, f"item {i} of a batch")
+        self._check_batch(batch)
         records = [s.obj for s in batch]
         groups = torch.tensor([int(s.group) for s in batch], dtype=torch.long)
         return records, {"groups": groups}
