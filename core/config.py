@@ -6,6 +6,7 @@ import inspect
 from typing import Any, Callable, Mapping
 
 from simplug.errors import ConfigError, SimplugError
+from simplug.registry import singular_kind
 
 
 def check_arguments(target: Callable[..., Any], args: Mapping[str, Any], what: str, skip: tuple[str, ...] = ()) -> None:
@@ -58,7 +59,7 @@ def build_component(kind: str, spec: Any, base: type, registry: Any = None, **ex
     name, args = split_spec(spec, kind)
     cls = registry.resolve(kind, name)
     args = {**extra, **args}  # an explicit argument wins; a mismatch is then reported where it shows
-    check_arguments(cls.__init__ if inspect.isclass(cls) else cls, args, f"{kind[:-1] if kind != 'losses' else 'loss'} {name!r}")
+    check_arguments(cls.__init__ if inspect.isclass(cls) else cls, args, f"{singular_kind(kind)} {name!r}")
     try:
         obj = cls(**args)
     except SimplugError:

@@ -63,6 +63,11 @@ def normalize_kind(kind: str) -> str:
     return key
 
 
+def singular_kind(kind: str) -> str:
+    """``heads`` -> ``head``, ``losses`` -> ``loss``: for messages about one component."""
+    return "loss" if kind == "losses" else kind[:-1]
+
+
 def normalize_distribution(name: str) -> str:
     """PEP 503 normalisation, so ``My_Plugin`` and ``my-plugin`` name one distribution."""
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -130,7 +135,7 @@ class ComponentRecord:
                     self._loaded = import_target(self.target)
                 except Exception as exc:
                     raise PluginError(
-                        f"{self.kind[:-1] if self.kind != 'losses' else 'loss'} {self.name!r} "
+                        f"{singular_kind(self.kind)} {self.name!r} "
                         f"from {self.distribution} {self.version} could not be imported "
                         f"({self.target}): {type(exc).__name__}: {exc}. Reinstall or upgrade "
                         f"that distribution, or disable it with SIMPLUG_DISABLE_PLUGINS="

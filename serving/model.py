@@ -25,6 +25,7 @@ from simplug.local_code import (
     resolve_local_ref,
     saving_local_code,
 )
+from simplug.registry import singular_kind
 from simplug.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -273,7 +274,7 @@ def _resolve(registry: Any, component: dict[str, Any]) -> type:
     dist, version, name = component["distribution"], component.get("version", ""), component["name"]
     requirement = f"{dist}=={version}" if version else dist
     installed = _installed_version(dist)
-    what = f"{component['kind'][:-1] if component['kind'] != 'losses' else 'loss'} {name!r}"
+    what = f"{singular_kind(component['kind'])} {name!r}"
     if installed is None:
         raise MissingPluginError(
             f"this model needs the {what} from the distribution {dist} {version}, which is not "
