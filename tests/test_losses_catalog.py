@@ -22,7 +22,8 @@ from simplug.registry import get_registry
 from test_losses import TOL, assert_same_value_and_grad, group_batch, make, pair_batch, ref_cos_sim, ref_dist
 
 PAIR_LOSSES = ["contrastive", "multiple_negatives_ranking", "cosent", "cosine_similarity"]
-GROUP_LOSSES = ["triplet", "online_contrastive", "arcface", "cosface", "softmax", "circle", "fast_ap", "center", "pml"]
+GROUP_LOSSES = ["triplet", "online_contrastive", "arcface", "cosface", "softmax", "circle", "fast_ap", "center",
+                "supervised_contrastive", "pml"]
 D, G = 4, 3  # embedding size and number of groups of group_batch
 
 
@@ -290,6 +291,23 @@ def test_fast_ap_matches_pml_and_slow_reference(seed, num_bins):
     )
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_supervised_contrastive_matches_pml(seed, temperature):
+    from pytorch_metric_learning import losses
+
+    emb, groups = group_batch(seed, n=12)
+    pml = losses.SupConLoss(temperature=temperature)
+    ours = make("supervised_contrastive", temperature=temperature)
+    assert float(assert_same_value_and_grad(lambda e: ours(e, groups), lambda e: pml(e, groups), emb)) > 0
+    mem, mem_groups = memory_batch(seed)
+    assert_same_value_and_grad(
+        lambda e: ours.xbm_loss(e, groups, mem, mem_groups),
+        lambda e: pml(e, groups, ref_emb=mem, ref_labels=mem_groups),
+        emb,
+    )
+
+
 # =========================================================================== triplet vs memory
 @pytest.mark.parametrize("seed", [0, 1])
 def test_triplet_against_memory_matches_pml_reference_embeddings(seed):
@@ -492,6 +510,19 @@ def test_pml_wrapper_distance_by_name_and_config_round_trip():
     assert_same_value_and_grad(lambda e: again(e, groups), lambda e: pml(e, groups), emb)
 
 
+def test_pml_wrapper_takes_pml_objects_as_in_quaterion():
+    from pytorch_metric_learning import losses, miners
+
+    from simplug.plugins.losses.pml import PytorchMetricLearningWrapper
+
+    pml_loss, pml_miner = losses.TripletMarginLoss(margin=0.3), miners.BatchHardMiner()
+    ours = PytorchMetricLearningWrapper(pml_loss, pml_miner)
+    assert ours.get_config_dict()["loss"] == "TripletMarginLoss"
+    assert ours.get_config_dict()["miner"] == "BatchHardMiner"
+    emb, groups = group_batch(4)
+    assert_same_value_and_grad(lambda e: ours(e, groups), lambda e: pml_loss(e, groups, pml_miner(e, groups)), emb)
+
+
 def test_pml_wrapper_trains_the_pml_loss_parameters_and_checks_group_ids():
     loss = make("pml", loss="ArcFaceLoss", loss_args={"num_classes": G, "embedding_size": D})
     assert [tuple(p.shape) for p in loss.parameters()] == [(D, G)]
@@ -681,7 +712,7 @@ def graded_pairs(n=48, dim=12, seed=0):
     {"name": "online_contrastive", "mining": "all"},
     {"name": "arcface", "num_groups": 6}, {"name": "cosface", "num_groups": 6},
     {"name": "softmax", "num_groups": 6, "normalize": True}, "circle", "fast_ap",
-    {"name": "center", "num_groups": 6},
+    {"name": "center", "num_groups": 6}, "supervised_contrastive",
     {"name": "pml", "loss": "TripletMarginLoss", "miner": "MultiSimilarityMiner"},
 ])
 def test_each_loss_trains_from_a_config(loss):
@@ -752,6 +783,7 @@ ROUND_TRIP = {
     "softmax": dict(embedding_size=8, num_groups=4, temperature=0.1, normalize=True),
     "circle": dict(margin=0.4, scale=80.0),
     "fast_ap": dict(num_bins=20),
+    "supervised_contrastive": dict(temperature=0.3),
     "center": dict(embedding_size=8, num_groups=4, distance_metric_name="cosine"),
     "pml": dict(loss="TripletMarginLoss", loss_args={"margin": 0.3}, miner="BatchHardMiner", miner_args={},
                 distance=None, distance_args={}),

@@ -26,6 +26,8 @@ _LOSSES = [
      "groups: 1 - differentiable average precision (FastAP)"),
     ("center", "center:CenterLoss",
      "groups: distance of each embedding to its learned group centre"),
+    ("supervised_contrastive", "supervised_contrastive:SupervisedContrastiveLoss",
+     "groups: softmax over in-batch candidates with every same-group one a positive (SupCon)"),
     ("pml", "pml:PytorchMetricLearningWrapper",
      "groups: any pytorch-metric-learning loss (and miner) by name"),
 ]

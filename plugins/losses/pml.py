@@ -66,16 +66,18 @@ class PytorchMetricLearningWrapper(GroupLoss):
          "miner": "MultiSimilarityMiner", "miner_args": {"epsilon": 0.1}}
 
     ``distance`` / ``distance_args`` name a ``pytorch_metric_learning.distances`` class given
-    to the loss. Losses with learned parameters (ArcFaceLoss, ProxyAnchorLoss, ...) train
+    to the loss. As in Quaterion, ``loss`` and ``miner`` may also be pytorch-metric-learning
+    objects (``PytorchMetricLearningWrapper(TripletMarginLoss(), miner)``); the config then
+    records their class names only. Losses with learned parameters (ArcFaceLoss, ProxyAnchorLoss, ...) train
     them with the model. With cross-batch memory, losses that accept reference embeddings
     compare the batch with the memory; proxy losses train their proxies on it.
     """
 
     def __init__(
         self,
-        loss: str,
+        loss: Any,
+        miner: Any = None,
         loss_args: Mapping[str, Any] | None = None,
-        miner: str | None = None,
         miner_args: Mapping[str, Any] | None = None,
         distance: str | None = None,
         distance_args: Mapping[str, Any] | None = None,
@@ -84,18 +86,24 @@ class PytorchMetricLearningWrapper(GroupLoss):
         pml = _import_pml()
         from pytorch_metric_learning import distances, losses, miners
 
+        self.pml_version = pml.__version__
+        if isinstance(loss, losses.BaseMetricLossFunction):
+            self.pml_loss, loss = loss, type(loss).__name__
+        else:
+            args = dict(loss_args or {})
+            if distance is not None:
+                if "distance" in args:
+                    raise ConfigError("give the pml distance either as 'distance' or inside 'loss_args', not both")
+                args["distance"] = _build(distances, distances.BaseDistance, "distance", distance, distance_args)
+            self.pml_loss = _build(losses, losses.BaseMetricLossFunction, "loss", loss, args, _NOT_LOSSES)
+        if isinstance(miner, miners.BaseMiner):
+            self.pml_miner, miner = miner, type(miner).__name__
+        else:
+            self.pml_miner = None if miner is None else _build(miners, miners.BaseMiner, "miner", miner, miner_args)
         self._config = {
-            "loss": loss, "loss_args": dict(loss_args or {}), "miner": miner, "miner_args": dict(miner_args or {}),
+            "loss": loss, "miner": miner, "loss_args": dict(loss_args or {}), "miner_args": dict(miner_args or {}),
             "distance": distance, "distance_args": dict(distance_args or {}),
         }
-        loss_args = dict(loss_args or {})
-        if distance is not None:
-            if "distance" in loss_args:
-                raise ConfigError("give the pml distance either as 'distance' or inside 'loss_args', not both")
-            loss_args["distance"] = _build(distances, distances.BaseDistance, "distance", distance, distance_args)
-        self.pml_version = pml.__version__
-        self.pml_loss = _build(losses, losses.BaseMetricLossFunction, "loss", loss, loss_args, _NOT_LOSSES)
-        self.pml_miner = None if miner is None else _build(miners, miners.BaseMiner, "miner", miner, miner_args)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {key: (dict(value) if isinstance(value, dict) else value) for key, value in self._config.items()}
