@@ -55,6 +55,16 @@ def memory_batch(seed, m=15, d=D, n_groups=G):
     return torch.randn(m, d, generator=g, dtype=torch.float64), torch.randint(0, n_groups, (m,), generator=g)
 
 
+def assert_memory_form_matches_pml(ours, pml, emb, groups, seed, m=15):
+    """``xbm_loss`` against remembered embeddings equals PML with them as ``ref_emb``."""
+    mem, mem_groups = memory_batch(seed, m=m)
+    return assert_same_value_and_grad(
+        lambda e: ours.xbm_loss(e, groups, mem, mem_groups),
+        lambda e: pml(e, groups, ref_emb=mem, ref_labels=mem_groups),
+        emb,
+    )
+
+
 # =========================================================================== graded pair losses
 def scored_couples(pairs, labels, subgroups, negative_score=0.0):
     """The given pairs with their scores, then every unordered couple of embeddings from
@@ -227,12 +237,7 @@ def test_circle_matches_pml(seed, margin, scale):
     pml = losses.CircleLoss(m=margin, gamma=scale)
     ours = make("circle", margin=margin, scale=scale)
     assert float(assert_same_value_and_grad(lambda e: ours(e, groups), lambda e: pml(e, groups), emb)) > 0
-    mem, mem_groups = memory_batch(seed)
-    assert_same_value_and_grad(
-        lambda e: ours.xbm_loss(e, groups, mem, mem_groups),
-        lambda e: pml(e, groups, ref_emb=mem, ref_labels=mem_groups),
-        emb,
-    )
+    assert_memory_form_matches_pml(ours, pml, emb, groups, seed)
 
 
 def ref_fast_ap(emb, groups, refs, ref_groups, same_set, num_bins):
@@ -300,12 +305,7 @@ def test_supervised_contrastive_matches_pml(seed, temperature):
     pml = losses.SupConLoss(temperature=temperature)
     ours = make("supervised_contrastive", temperature=temperature)
     assert float(assert_same_value_and_grad(lambda e: ours(e, groups), lambda e: pml(e, groups), emb)) > 0
-    mem, mem_groups = memory_batch(seed)
-    assert_same_value_and_grad(
-        lambda e: ours.xbm_loss(e, groups, mem, mem_groups),
-        lambda e: pml(e, groups, ref_emb=mem, ref_labels=mem_groups),
-        emb,
-    )
+    assert_memory_form_matches_pml(ours, pml, emb, groups, seed)
 
 
 # =========================================================================== triplet vs memory
@@ -314,14 +314,9 @@ def test_triplet_against_memory_matches_pml_reference_embeddings(seed):
     from pytorch_metric_learning import distances, losses
 
     emb, groups = group_batch(seed)
-    mem, mem_groups = memory_batch(seed, m=20)
     pml = losses.TripletMarginLoss(margin=1.0, distance=distances.LpDistance(normalize_embeddings=False))
     ours = make("triplet", margin=1.0, distance_metric_name="euclidean", mining="all")
-    value = assert_same_value_and_grad(
-        lambda e: ours.xbm_loss(e, groups, mem, mem_groups),
-        lambda e: pml(e, groups, ref_emb=mem, ref_labels=mem_groups),
-        emb,
-    )
+    value = assert_memory_form_matches_pml(ours, pml, emb, groups, seed, m=20)
     assert float(value) > 0
 
 
