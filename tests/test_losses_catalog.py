@@ -204,7 +204,7 @@ def ref_online_contrastive(emb, groups, refs, ref_groups, same_set, metric, marg
             N = [min(N, key=lambda j: d[j].item())] if N else []
         pos_terms += [d[j] ** 2 for j in P]
         neg_terms += [torch.relu(margin - d[j]) ** 2 for j in N]
-    return torch.stack(pos_terms).mean() + torch.stack(neg_terms).mean()
+    return 0.5 * (torch.stack(pos_terms).mean() + torch.stack(neg_terms).mean())
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -235,7 +235,7 @@ def test_circle_matches_pml(seed, margin, scale):
 
     emb, groups = group_batch(seed, n=12)
     pml = losses.CircleLoss(m=margin, gamma=scale)
-    ours = make("circle", margin=margin, scale=scale)
+    ours = make("circle", margin=margin, scale_factor=scale)
     assert float(assert_same_value_and_grad(lambda e: ours(e, groups), lambda e: pml(e, groups), emb)) > 0
     assert_memory_form_matches_pml(ours, pml, emb, groups, seed)
 
@@ -375,8 +375,8 @@ def ref_softmax(emb, groups, weight, temperature):
     return torch.stack(terms).mean()
 
 
-def ref_center(emb, groups, centers, metric):
-    return 0.5 * torch.stack([ref_dist(metric, emb[i], centers[int(groups[i])]) ** 2 for i in range(len(emb))]).mean()
+def ref_center(emb, groups, centers, metric, lambda_c):
+    return lambda_c * torch.stack([ref_dist(metric, emb[i], centers[int(groups[i])]) ** 2 for i in range(len(emb))]).mean()
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -397,9 +397,9 @@ def test_softmax_matches_slow_reference(seed):
 def test_center_matches_slow_reference(seed, metric):
     torch.manual_seed(seed)
     emb, groups = group_batch(seed)
-    ours = make("center", embedding_size=D, num_groups=G, distance_metric_name=metric).double()
+    ours = make("center", embedding_size=D, num_groups=G, lambda_c=0.3, distance_metric_name=metric).double()
     v1, (g1, c1) = value_and_grads(lambda e: ours(e, groups), emb, [ours.centers])
-    v2, (g2, c2) = value_and_grads(lambda e: ref_center(e, groups, ours.centers, metric), emb, [ours.centers])
+    v2, (g2, c2) = value_and_grads(lambda e: ref_center(e, groups, ours.centers, metric, 0.3), emb, [ours.centers])
     torch.testing.assert_close(v1, v2, **TOL)
     torch.testing.assert_close(g1, g2, **TOL)
     torch.testing.assert_close(c1, c2, **TOL)
@@ -460,7 +460,7 @@ def test_group_data_to_a_pair_loss_is_a_clear_error(name):
     ("arcface", dict(embedding_size=0, num_groups=3)),
     ("softmax", dict(embedding_size=4, num_groups=2.5)),
     ("arcface", dict(embedding_size=4, num_groups=3, margin=4.0)),
-    ("circle", dict(margin=0.25, scale=256.0, distance_metric_name="euclidean")),
+    ("circle", dict(margin=0.25, scale_factor=256.0, distance_metric_name="euclidean")),
 ])
 def test_bad_loss_arguments_are_config_errors(name, kwargs):
     from simplug.trainable import TrainableModel
@@ -776,10 +776,10 @@ ROUND_TRIP = {
     "arcface": dict(embedding_size=8, num_groups=4, scale=30.0, margin=0.3),
     "cosface": dict(embedding_size=8, num_groups=4, scale=30.0, margin=0.2),
     "softmax": dict(embedding_size=8, num_groups=4, temperature=0.1, normalize=True),
-    "circle": dict(margin=0.4, scale=80.0),
+    "circle": dict(margin=0.4, scale_factor=80.0),
     "fast_ap": dict(num_bins=20),
     "supervised_contrastive": dict(temperature=0.3),
-    "center": dict(embedding_size=8, num_groups=4, distance_metric_name="cosine"),
+    "center": dict(embedding_size=8, num_groups=4, lambda_c=0.1, distance_metric_name="cosine"),
     "pml": dict(loss="TripletMarginLoss", loss_args={"margin": 0.3}, miner="BatchHardMiner", miner_args={},
                 distance=None, distance_args={}),
 }

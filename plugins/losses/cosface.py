@@ -15,7 +15,7 @@ class CosFaceLoss(MarginSoftmaxLoss):
     batch. (The margin is subtracted from the cosine itself, not from a cosine of it.)
     """
 
-    def __init__(self, embedding_size: int, num_groups: int, scale: float = 64.0, margin: float = 0.35):
+    def __init__(self, embedding_size: int, num_groups: int, margin: float = 0.35, scale: float = 64.0):
         super().__init__(embedding_size, num_groups, scale=scale, margin=margin)
 
     def compute(self, embeddings: torch.Tensor, groups: torch.LongTensor) -> torch.Tensor:

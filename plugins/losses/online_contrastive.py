@@ -12,11 +12,12 @@ MINING = ("hard", "all")
 class OnlineContrastiveLoss(EmbeddingGroupLoss):
     """Contrastive loss over pairs formed inside a batch of groups.
 
-    Positive pairs (same group) cost ``d^2``, negative pairs ``relu(margin - d)^2``.
-    ``mining="all"``: the mean over positive pairs plus the mean over negative pairs (two
-    means, because a batch holds many more negative pairs than positive ones).
+    Positive pairs (same group) cost ``d^2``, negative pairs ``relu(margin - d)^2``; the loss
+    is ``0.5 * (mean positive cost + mean negative cost)`` (two means, because a batch holds
+    many more negative pairs than positive ones).
+    ``mining="all"``: every pair.
     ``mining="hard"``: per anchor only its farthest positive and its nearest negative; the
-    mean over anchors that have one, for each of the two terms.
+    means are over the anchors that have one.
     """
 
     def __init__(self, margin: float = 0.5, distance_metric_name: str = "cosine", mining: str = "hard"):
@@ -42,7 +43,7 @@ class OnlineContrastiveLoss(EmbeddingGroupLoss):
             positive_d, negative_d = dist[positive], dist[negative]
         loss = embeddings.sum() * 0.0  # keeps the graph when a batch has no pair of a kind
         if positive_d.numel():
-            loss = loss + positive_d.pow(2).mean()
+            loss = loss + 0.5 * positive_d.pow(2).mean()
         if negative_d.numel():
-            loss = loss + F.relu(self.margin - negative_d).pow(2).mean()
+            loss = loss + 0.5 * F.relu(self.margin - negative_d).pow(2).mean()
         return loss
