@@ -33,6 +33,7 @@ _LAZY = {
     "GroupMetric": "simplug.metric",
     "CacheBackend": "simplug.cache",
     "TrainableModel": "simplug.trainable",
+    "XbmConfig": "simplug.xbm",
     "Quaterion": "simplug.quaterion",
     "fit": "simplug.quaterion",
     "evaluate": "simplug.quaterion",
@@ -68,3 +69,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from simplug.samples import SimilarityGroupSample, SimilarityPairSample
     from simplug.serving import SimilarityModel
     from simplug.trainable import TrainableModel
+    from simplug.xbm import XbmConfig
