@@ -79,7 +79,7 @@ def nearest(distances: torch.Tensor, depth: int) -> torch.Tensor:
     by index: exactly the first ``depth`` columns of a stable argsort, without sorting rows."""
     rows, n = distances.shape
     if depth <= 0:
-        return torch.empty(rows, 0, dtype=torch.long)
+        return torch.empty(rows, 0, dtype=torch.long, device=distances.device)
     if 4 * depth >= n:
         return torch.sort(distances, dim=1, stable=True).indices[:, :depth]
     threshold = torch.topk(distances, depth, dim=1, largest=False, sorted=True).values[:, -1:]
@@ -98,7 +98,8 @@ class QueryBlock:
     them: the relevance of the nearest candidates in rank order, the number of relevant
     objects ``R`` of each query and the rank of its first relevant object.
 
-    ``distances[i, queries[i]]`` is set to ``inf`` so a query never retrieves itself.
+    ``distances[i, queries[i]]`` is set to ``inf`` (in place: the block owns ``distances``)
+    so a query never retrieves itself.
     """
 
     def __init__(self, distances: torch.Tensor, relevance: torch.Tensor, queries: torch.Tensor):
@@ -107,8 +108,9 @@ class QueryBlock:
                 "the distances contain NaN or inf (e.g. a zero-length embedding under the cosine "
                 "distance); check the model's embeddings"
             )
-        self.distances = distances.clone()
-        self.distances[torch.arange(len(queries)), queries.to(distances.device)] = float("inf")
+        self.distances = distances
+        rows = torch.arange(len(queries), device=distances.device)
+        self.distances[rows, queries.to(distances.device)] = float("inf")
         self.relevance = relevance.to(distances.device)
         self.queries = queries
         self.n_relevant = self.relevance.sum(dim=1)

@@ -296,3 +296,16 @@ def test_every_metric_is_registered_and_listed():
     names = set(get_registry().names("metrics"))
     assert {"retrieval_precision", "retrieval_reciprocal_rank", "retrieval_r_precision", "recall", "map_at_r", "map@r",
             "pair_accuracy", "pair_auc"} <= names
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_metrics_on_cuda_equal_cpu():
+    g = torch.Generator().manual_seed(5)
+    emb = torch.randn(60, 6, generator=g)
+    groups = torch.randint(0, 5, (60,), generator=g)
+    for name, args in [("retrieval_precision", {"k": 2}), ("recall", {"k": 1}), ("retrieval_reciprocal_rank", {}),
+                       ("retrieval_r_precision", {}), ("map_at_r", {}), ("pair_auc", {}), ("pair_accuracy", {})]:
+        metric = make(name, **args)
+        cpu = value(metric, emb, {"groups": groups})
+        cuda = value(metric, emb.cuda(), {"groups": groups.cuda()})
+        assert cuda == pytest.approx(cpu, abs=1e-5), name

@@ -42,10 +42,10 @@ class PairAccuracy(PairScoreMetric):
         order = torch.argsort(similarities, descending=True, stable=True)
         s, pos = similarities[order], positive[order].long()
         pos_above = torch.cat([pos.new_zeros(1), pos.cumsum(0)])
-        neg_below = (n - int(pos.sum())) - (torch.arange(n + 1) - pos_above)
+        neg_below = (n - int(pos.sum())) - (torch.arange(n + 1, device=s.device) - pos_above)
         correct = (pos_above + neg_below).double()
         # a cut between s[c-1] and s[c] is possible only where they differ (c = 0 and n always)
-        allowed = torch.ones(n + 1, dtype=torch.bool)
+        allowed = torch.ones(n + 1, dtype=torch.bool, device=s.device)
         allowed[1:n] = s[:-1] != s[1:]
         correct[~allowed] = -1
         best = int(torch.argmax(correct))
