@@ -476,3 +476,24 @@ def test_sequential_saves_no_pickle_and_names_only_torch_layers(tmp_path):
     head["config"]["layers"][1] = {"type": "os.system", "args": {}}
     with pytest.raises(ConfigError, match="'os.system' is not a torch.nn layer"):
         head_class("sequential")(**head["config"])
+
+
+def test_nested_heads_are_named_in_requirements_and_checked_on_load(tmp_path):
+    from simplug.errors import MissingPluginError
+    from simplug.manifest import requirements
+
+    encoder = TorchModuleEncoder(nn.Linear(8, 12), embedding_size=12)
+    model = simplug.TrainableModel.from_config({"encoder": encoder, "loss": "triplet", "head": {
+        "name": "switch", "options": {"a": {"head": "gated"}, "b": {"head": "sequential", "layers": [{"head": "gated"}]}},
+        "default": "a"}})
+    path = tmp_path / "nested"
+    model.save_servable(str(path))
+    manifest = json.loads((path / "manifest.json").read_text())
+    head = [c for c in manifest["components"] if c["role"] == "head"][0]
+    nested = head["config"]["options"]["b"]["config"]["layers"][0]
+    assert nested["name"] == "gated" and nested["distribution"] == "simplug"
+    nested.update(distribution="simplug-fancy-heads", version="2.1.0", plugin="fancy")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert "simplug-fancy-heads==2.1.0" in requirements(manifest)
+    with pytest.raises(MissingPluginError, match=r"pip install 'simplug-fancy-heads==2\.1\.0'"):
+        simplug.serving.SimilarityModel.load(str(path))
