@@ -119,14 +119,6 @@ def default_sampler(dataset: Sequence[Any], encode_batch_size: int = 64) -> Samp
     )
 
 
-def dataset_targets(dataset: Sequence[Any]) -> tuple[list[Any], dict[str, torch.Tensor]]:
-    """Every object of ``dataset`` and its targets (no sampling, no deduplication)."""
-    sampler = default_sampler(dataset)
-    if isinstance(sampler, PairSampler):
-        sampler.deduplicate = False
-    return sampler.sample(dataset)
-
-
 def resolve_model(model: Any, trust_local_code: bool = False) -> Any:
     """A SimilarityModel from a saved model path, a SimilarityModel or a TrainableModel."""
     import os
