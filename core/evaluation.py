@@ -177,19 +177,19 @@ class Evaluator:
         self.block_size = block_size
         self.batch_size = batch_size
 
-    def encode(self, dataset: Sequence[Any], model: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def encode(self, dataset: Sequence[Any], model: Any, trust_local_code: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         sampler = self.sampler or default_sampler(dataset, encode_batch_size=self.batch_size or 64)
         objects, targets = sampler.sample(dataset)
         batch_size = self.batch_size or sampler.encode_batch_size
-        embeddings = resolve_model(model).encode(objects, batch_size=batch_size, to_numpy=False)
+        embeddings = resolve_model(model, trust_local_code).encode(objects, batch_size=batch_size, to_numpy=False)
         if not torch.isfinite(embeddings).all():
             raise DataError("the model produced NaN or inf embeddings for the evaluation data")
         return embeddings, targets
 
-    def evaluate(self, dataset: Sequence[Any], model: Any) -> dict[str, float]:
+    def evaluate(self, dataset: Sequence[Any], model: Any, trust_local_code: bool = False) -> dict[str, float]:
         """``{metric name: value}`` of ``model`` (a saved model path, SimilarityModel or
-        TrainableModel) on ``dataset``."""
-        embeddings, targets = self.encode(dataset, model)
+        TrainableModel) on ``dataset``; ``trust_local_code`` as in ``SimilarityModel.load``."""
+        embeddings, targets = self.encode(dataset, model, trust_local_code)
         return self.compute(embeddings, targets)
 
     def compute(self, embeddings: torch.Tensor, targets: Mapping[str, Any]) -> dict[str, float]:
