@@ -39,6 +39,9 @@ _LAZY = {
     "evaluate": "simplug.quaterion",
     "trainer_defaults": "simplug.quaterion",
     "Evaluator": "simplug.evaluation",
+    "PairSampler": "simplug.evaluation",
+    "GroupSampler": "simplug.evaluation",
+    "AttachedMetric": "simplug.metric",
     "SimilarityModel": "simplug.serving",
 }
 
@@ -62,6 +65,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from simplug.dataloader import GroupSimilarityDataLoader, PairsSimilarityDataLoader
     from simplug.distance import Distance
     from simplug.encoder import Encoder
+    from simplug.evaluation import Evaluator, GroupSampler, PairSampler
+    from simplug.metric import AttachedMetric, GroupMetric, Metric, PairMetric
     from simplug.head import EncoderHead
     from simplug.loss import GroupLoss, PairwiseLoss, SimilarityLoss
     from simplug.quaterion import Quaterion

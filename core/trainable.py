@@ -13,7 +13,7 @@ from simplug.encoder import Encoder
 from simplug.errors import ConfigError, DataError
 from simplug.head import EncoderHead
 from simplug.loss import SimilarityLoss
-from simplug.metric import Metric
+from simplug.metric import AttachedMetric, Metric, attach_metrics, attached_metric_from_config
 from simplug.serving.model import DEFAULT_ENCODER_KEY, SimilarityModel
 from simplug.xbm import CrossBatchMemory, XbmConfig
 
@@ -60,11 +60,7 @@ class TrainableModel(pl.LightningModule):
             )
         self._loss = loss
         self._xbm = self._cross_batch_memory(self.configure_xbm())
-        metrics = self.configure_metrics() or []
-        self._metrics: list[Metric] = [metrics] if isinstance(metrics, Metric) else list(metrics)
-        for metric in self._metrics:
-            if not isinstance(metric, Metric):
-                raise ConfigError(f"configure_metrics must return simplug Metrics, got {type(metric).__name__}")
+        self._metrics = attach_metrics(self.configure_metrics())
 
     # ------------------------------------------------------------------ hooks to override
     def configure_encoders(self) -> Encoder | dict[str, Encoder]:
@@ -81,7 +77,9 @@ class TrainableModel(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(self.trainable_parameters(), lr=1e-3)
 
-    def configure_metrics(self) -> Metric | list[Metric]:
+    def configure_metrics(self) -> Metric | AttachedMetric | list[Metric | AttachedMetric]:
+        """Metrics logged as ``{name}_{stage}``: a bare Metric on validation and test, an
+        ``AttachedMetric`` under its own name, stages and logging options."""
         return []
 
     def configure_caches(self) -> Any:
@@ -107,7 +105,12 @@ class TrainableModel(pl.LightningModule):
 
     @property
     def metrics(self) -> list[Metric]:
-        return self._metrics
+        return [attached.metric for attached in self._metrics]
+
+    @property
+    def attached_metrics(self) -> list[AttachedMetric]:
+        """The metrics with the names and options they are logged under."""
+        return list(self._metrics)
 
     @property
     def xbm(self) -> CrossBatchMemory | None:
@@ -163,11 +166,11 @@ class TrainableModel(pl.LightningModule):
         batch_size = embeddings.shape[0]
         self.log(f"loss_{stage}", loss.detach(), on_step=stage == "train", on_epoch=True,
                  prog_bar=True, batch_size=batch_size)
-        if stage != "train":
-            for metric in self._metrics:
-                value = metric.compute(embeddings, targets)
+        for attached in self._metrics:
+            if stage in attached.stages:
+                value = attached.compute(embeddings, targets)
                 if not torch.isnan(value):
-                    self.log(f"{metric.name}_{stage}", value, on_epoch=True, prog_bar=True, batch_size=batch_size)
+                    self.log(f"{attached.name}_{stage}", value, batch_size=batch_size, **attached.log_options(stage))
         self.process_results(embeddings=embeddings, targets=targets, batch_idx=batch_idx, stage=stage)
         return loss
 
@@ -207,7 +210,7 @@ class TrainableModel(pl.LightningModule):
                 "name": record.qualified_name if record else type(self._loss).__qualname__,
                 "config": self._loss.get_config_dict(),
             },
-            "metrics": [m.name for m in self._metrics],
+            "metrics": [attached.name for attached in self._metrics],
         }
 
     def save_servable(self, path: str) -> str:
@@ -287,11 +290,11 @@ class ConfigTrainableModel(TrainableModel):
         check_arguments(XbmConfig, spec, "xbm")
         return XbmConfig(**spec)
 
-    def configure_metrics(self) -> list[Metric]:
+    def configure_metrics(self) -> list[Metric | AttachedMetric]:
         specs = self._config.get("metrics", [])
         if isinstance(specs, (str, Mapping)):
             specs = [specs]
-        return [build_component("metrics", spec, Metric) for spec in specs]
+        return [attached_metric_from_config(spec) for spec in specs]
 
     def configure_optimizers(self) -> Any:
         spec = copy.deepcopy(self._config.get("optimizer", {"name": "adam"}))

@@ -86,9 +86,11 @@ class SimilarityModel(nn.Module):
 
     def get_collate_fn(self) -> Callable[[Sequence[Any]], dict[str, Any]]:
         collates = {key: encoder.get_collate_fn() for key, encoder in self.encoders.items()}
+        prepare = self.head.prepare_records if self.head.reads_batch else None
 
         def collate(records: Sequence[Any]) -> dict[str, Any]:
-            return {key: fn(list(records)) for key, fn in collates.items()}
+            records, extra = prepare(list(records)) if prepare is not None else (list(records), {})
+            return {**{key: fn(records) for key, fn in collates.items()}, **extra}
 
         return collate
 
@@ -111,7 +113,10 @@ class SimilarityModel(nn.Module):
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        return self.head(self.encoder_embeddings(batch))
+        embeddings = self.encoder_embeddings(batch)
+        if self.head.reads_batch:  # e.g. the switch head reads each row's route from the batch
+            return self.head(embeddings, batch)
+        return self.head(embeddings)
 
     @property
     def device(self) -> torch.device:
