@@ -133,13 +133,19 @@ def registered_plugin(
         registry.remove_plugin(info)
 
 
+_packages: "dict[str, list[str]] | None" = None
+
+
 def _distribution_of(module_name: str) -> tuple[str | None, str | None]:
     try:
         import importlib_metadata as metadata
     except ImportError:  # pragma: no cover
         from importlib import metadata  # type: ignore[no-redef]
+    global _packages
     top = module_name.split(".")[0]
-    names = metadata.packages_distributions().get(top) or []
+    if _packages is None or top not in _packages:  # the scan is slow (~1 s): once, or after an install
+        _packages = metadata.packages_distributions()
+    names = _packages.get(top) or []
     if not names:
         return None, None
     try:
