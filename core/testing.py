@@ -134,6 +134,7 @@ def registered_plugin(
 
 
 _packages: "dict[str, list[str]] | None" = None
+_looked_up: set[str] = set()
 
 
 def _distribution_of(module_name: str) -> tuple[str | None, str | None]:
@@ -143,8 +144,10 @@ def _distribution_of(module_name: str) -> tuple[str | None, str | None]:
         from importlib import metadata  # type: ignore[no-redef]
     global _packages
     top = module_name.split(".")[0]
-    if _packages is None or top not in _packages:  # the scan is slow (~1 s): once, or after an install
+    # the scan is slow (~1 s): once, and again for a name it did not know (installed since)
+    if _packages is None or (top not in _packages and top not in _looked_up):
         _packages = metadata.packages_distributions()
+        _looked_up.add(top)
     names = _packages.get(top) or []
     if not names:
         return None, None
