@@ -226,7 +226,7 @@ class Registry:
                 dist_name = ep.dist.metadata["Name"] if ep.dist is not None else LOCAL_DISTRIBUTION
                 norm = normalize_distribution(dist_name)
                 allowed = norm == BUILTIN_DISTRIBUTION or only is None or norm in only
-                if not allowed or norm in disabled or ep.name in disabled:
+                if not allowed or norm in disabled or normalize_distribution(ep.name) in disabled:
                     why = "SIMPLUG_DISABLE_PLUGINS" if allowed else "SIMPLUG_LOAD_PLUGINS"
                     self._record_plugin(ep, dist_name, status="disabled", error=f"not loaded ({why})")
                     continue

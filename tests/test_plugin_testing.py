@@ -325,3 +325,17 @@ def test_wrong_hook_arguments_name_the_plugin_and_the_expected_signature(signatu
 
     with pytest.raises(PluginError, match=r"plugin 'args' from args-dist 2.0 is broken: .*expected register_losses\(register\)"):
         Registry(autoload=False, strict=True).add_plugin(module, name="args", distribution="args-dist", version="2.0")
+
+
+def test_a_plugin_is_disabled_by_its_entry_point_name_in_either_spelling(monkeypatch):
+    module = _hooks_module("underscore_hooks", underscored="collections:OrderedDict")
+    dist = types.SimpleNamespace(metadata={"Name": "simplug-some-dist"}, version="1.0")
+    ep = types.SimpleNamespace(name="my_entry", value="underscore_hooks", dist=dist, load=lambda: module)
+    monkeypatch.setattr(Registry, "_entry_points", staticmethod(lambda: [ep]))
+    for spelling in ("my_entry", "My-Entry", "simplug_some_dist"):
+        monkeypatch.setenv("SIMPLUG_DISABLE_PLUGINS", f"other,{spelling}")
+        registry = Registry()
+        assert [p.status for p in registry.plugins] == ["disabled"], spelling
+        assert registry.names("heads") == []
+    monkeypatch.delenv("SIMPLUG_DISABLE_PLUGINS")
+    assert Registry().names("heads") == ["underscored"]
