@@ -177,7 +177,7 @@ def $hook(register):
 README = '''\
 # $distribution
 
-A [simplug](https://pypi.org/project/simplug/) plugin: the $singular `$component`
+A simplug plugin: the $singular `$component`
 (`$package.$module.$class_name`).
 
 ## Install

@@ -32,7 +32,8 @@ BUILTIN_ARGS = {
     ("heads", "softmax_embeddings"): {"output_groups": 2, "output_size_per_group": 3},
     ("heads", "stacked_projection"): {"output_sizes": [6, 5]},
 }
-CONVENTIONAL_ARGS = {"input_embedding_size": 8, "embedding_size": 6}
+# (check_loss and check_metric use embeddings of size 8 and 4 groups)
+CONVENTIONAL_ARGS = {"input_embedding_size": 8, "embedding_size": 8, "num_groups": 4, "num_classes": 4}
 DIRECTORY_ARGS = ("directory", "path", "save_dir", "cache_dir")
 
 
