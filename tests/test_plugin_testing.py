@@ -340,3 +340,28 @@ def test_a_plugin_is_disabled_by_its_entry_point_name_in_either_spelling(monkeyp
         assert registry.names("heads") == []
     monkeypatch.delenv("SIMPLUG_DISABLE_PLUGINS")
     assert Registry().names("heads") == ["underscored"]
+
+
+def test_simplug_list_reports_a_wrong_hook_with_the_plugin_and_the_expected_signature(monkeypatch):
+    from typer.testing import CliRunner
+
+    from simplug.cli import app
+
+    namespace: dict = {}
+    exec("def register_heads(reg):\n    pass\n\ndef register_loss(register):\n    pass", namespace)
+    wrong_args, unknown = types.ModuleType("wrong_args_hooks"), types.ModuleType("unknown_hooks")
+    wrong_args.register_heads = hookimpl(namespace["register_heads"])
+    unknown.register_loss = hookimpl(namespace["register_loss"])
+    eps = [
+        types.SimpleNamespace(name=ep_name, value=module.__name__, load=lambda module=module: module,
+                              dist=types.SimpleNamespace(metadata={"Name": dist}, version="0.2.0"))
+        for ep_name, module, dist in (("wrong_args", wrong_args, "simplug-wrong-args"), ("typo", unknown, "simplug-typo"))
+    ]
+    monkeypatch.setattr(Registry, "_entry_points", staticmethod(lambda: eps))
+    result = CliRunner().invoke(app, ["list"])
+    assert result.exit_code == 0
+    output = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert ("wrong_args (simplug-wrong-args 0.2.0) is broken: hook(s) with the wrong arguments: "
+            "register_heads(reg) (expected register_heads(register))") in output
+    assert "typo (simplug-typo 0.2.0) is broken: implements unknown hook(s) register_loss" in output
+    assert "register_losses(register)" in output
