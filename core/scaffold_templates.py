@@ -283,7 +283,7 @@ from typing import Any
 import torch
 
 from simplug.errors import DataError
-from simplug.metric import Metric
+from simplug.metric import Metric, QueryBlock
 
 
 class $class_name(Metric):
@@ -303,12 +303,19 @@ class $class_name(Metric):
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "k": self.k}
 
-    def per_query(self, distances: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-        candidates = distances.shape[1] - 1  # every object but the query itself
-        if self.k > candidates:
-            raise DataError(f"{self.name} needs at least {self.k} candidates per query, got {candidates}: lower k")
-        nearest = distances.topk(self.k, dim=1, largest=False).indices
-        return relevance.gather(1, nearest).any(dim=1).float()
+    def depth(self, block: QueryBlock) -> int:
+        # how many nearest candidates per query to rank; the block ranks them once for all metrics
+        if self.k > block.n_candidates:  # every object but the query itself
+            raise DataError(
+                f"{self.name} needs at least {self.k} candidates per query, got {block.n_candidates}: "
+                "lower k or evaluate on more objects"
+            )
+        return self.k
+
+    def per_query(self, block: QueryBlock) -> torch.Tensor:
+        # one value per query of the block, from that query's row only: a data set is
+        # evaluated a few queries at a time and the values are averaged over all of them
+        return block.ranked_relevance(self.depth(block)).any(dim=1).float()
 '''
 
 METRIC_TESTS = _TEST_HEADER + '''

@@ -404,6 +404,11 @@ def check_loss(loss: Any, name: str | None = None, embedding_size: int = 8, batc
               "zero distance?)")
 
     rebuilt = _rebuild(label, loss)
+    # learned weights (class centres, ArcFace's class matrix) are state, not config: the
+    # rebuilt loss starts from fresh random ones, so it gets the original's before comparing
+    _check_same_parameters(label, loss, rebuilt)
+    with _step(label, "load_state_dict() of its own state_dict() into the rebuilt loss"):
+        rebuilt.load_state_dict(loss.state_dict(), strict=True)
     with torch.no_grad():
         first = evaluate(loss, embeddings, "random embeddings")
         again = evaluate(rebuilt, embeddings, "random embeddings, rebuilt from get_config_dict()")
@@ -549,7 +554,7 @@ def check_metric(metric: Any, name: str | None = None, embedding_size: int = 8) 
     """A finite scalar for the targets it takes, independent of batch order; config round trip."""
     import torch
 
-    from simplug.metric import Metric
+    from simplug.metric import Metric, PairScoreMetric
 
     label = _label("metric", metric, name)
     if not isinstance(metric, Metric):
@@ -560,6 +565,7 @@ def check_metric(metric: Any, name: str | None = None, embedding_size: int = 8) 
     if kinds is None:
         _fail(f"{label}: target_kind is {metric.target_kind!r}; use 'pairs', 'groups' or 'any'")
     rebuilt = _rebuild(label, metric)
+    ranks = not isinstance(metric, PairScoreMetric)
     n = 12
     embeddings = torch.randn(n, embedding_size, generator=_generator())
     order = torch.randperm(n, generator=_generator(3))
@@ -583,11 +589,41 @@ def check_metric(metric: Any, name: str | None = None, embedding_size: int = 8) 
         if not torch.allclose(value, permuted, rtol=1e-5, atol=1e-6):
             _fail(f"{label}: the value depends on the order of the batch ({value.item()} vs {permuted.item()} "
                   f"for the same {kind} batch shuffled)")
+        if ranks:
+            _check_blockwise(label, metric, embeddings, targets, value)
         with _step(label, "compute after a get_config_dict() round trip"):
             again = rebuilt.compute(embeddings, targets)
         if not torch.allclose(value, again, rtol=1e-5, atol=1e-6):
             _fail(f"{label}: get_config_dict() does not round-trip: rebuilt from it the metric gives "
                   f"{again.item()} instead of {value.item()}")
+
+
+def _check_blockwise(label: str, metric: Any, embeddings: "torch.Tensor", targets: Any, value: "torch.Tensor") -> None:
+    """A data set is evaluated a few queries at a time (``simplug.evaluation.Evaluator``):
+    ``per_query(block)`` must give one value per query of the block, each depending on its
+    own query only, so the mean over blocks is what ``compute`` gives for the whole batch."""
+    import torch
+
+    from simplug.evaluation import Evaluator
+    from simplug.metric import QueryBlock, Relevance
+
+    relevance = Relevance(targets, embeddings.shape[0])
+    queries = relevance.queries[:3]
+    block = QueryBlock(metric.distance.distance_matrix(embeddings[queries], embeddings), relevance.block(queries), queries)
+    with _step(label, f"per_query(block) on a QueryBlock of {len(queries)} queries"):
+        block.prepare(metric.depth(block))
+        per_query = metric.per_query(block)
+    if not isinstance(per_query, torch.Tensor) or _shape(per_query) != (len(queries),):
+        got = _shape(per_query) if isinstance(per_query, torch.Tensor) else type(per_query).__name__
+        _fail(f"{label}: per_query(block) returned {got} for a block of {len(queries)} queries; it must "
+              f"return one value per query, shape {(len(queries),)}")
+    with _step(label, "evaluation block by block (Evaluator with block_size=5)"):
+        blockwise = Evaluator({"metric": metric}, block_size=5).compute(embeddings, targets)["metric"]
+    if not torch.allclose(value.double(), torch.tensor(blockwise, dtype=torch.float64), rtol=1e-5, atol=1e-6):
+        _fail(f"{label}: evaluated a few queries at a time it gives {blockwise} instead of {value.item()} "
+              "for the whole batch; per_query(block) must compute each query's value from its own row "
+              "of the block only (use block.ranked_relevance, block.n_relevant, ... rather than "
+              "statistics over the block)")
 
 
 # --------------------------------------------------------------------------- cache backends

@@ -31,6 +31,13 @@ from simplug.testing import (
 BUILTIN_ARGS = {
     ("heads", "softmax_embeddings"): {"output_groups": 2, "output_size_per_group": 3},
     ("heads", "stacked_projection"): {"output_sizes": [6, 5]},
+    ("heads", "sequential"): {"layers": [{"type": "Linear", "out_features": 6}, "gelu", {"type": "LayerNorm"},
+                                         {"head": "skip_connection"}]},
+    # check_head calls the head without routes, so every row takes the default option (an
+    # option with weights that no row takes would get no gradient)
+    ("heads", "switch"): {"options": {"query": {"head": "skip_connection"}, "doc": "Identity"},
+                          "default": "query"},
+    ("losses", "pml"): {"loss": "ContrastiveLoss", "miner": "MultiSimilarityMiner"},
 }
 # (check_loss and check_metric use embeddings of size 8 and 4 groups)
 CONVENTIONAL_ARGS = {"input_embedding_size": 8, "embedding_size": 8, "num_groups": 4, "num_classes": 4}
@@ -222,6 +229,24 @@ def test_a_pair_loss_with_a_forgotten_config_argument_fails():
         check_loss(MarginLoss(margin=3.0), name="margin")
 
 
+def test_learned_loss_weights_are_state_but_a_forgotten_argument_still_fails():
+    from simplug.plugins.losses.arcface import ArcFaceLoss
+
+    class ForgetsTheScale(ArcFaceLoss):
+        def get_config_dict(self):
+            return {k: v for k, v in super().get_config_dict().items() if k != "scale"}
+
+    class ForgetsTheGroups(ArcFaceLoss):
+        def get_config_dict(self):
+            return {**super().get_config_dict(), "num_groups": 4}
+
+    check_loss(ArcFaceLoss(embedding_size=8, num_groups=4), name="fine")  # fresh random weights when rebuilt
+    with pytest.raises(AssertionError, match=r"loss 'wrong': get_config_dict\(\) does not round-trip: rebuilt from it the loss gives"):
+        check_loss(ForgetsTheScale(embedding_size=8, num_groups=4, scale=16.0), name="wrong")
+    with pytest.raises(AssertionError, match=r"loss 'wrong': get_config_dict\(\) does not round-trip: rebuilt from its config it has other weights"):
+        check_loss(ForgetsTheGroups(embedding_size=8, num_groups=5), name="wrong")
+
+
 # --------------------------------------------------------------------------- other kinds
 def test_a_faulty_encoder_fails_naming_the_fault():
     from simplug.plugins.encoders.torch_module import TorchModuleEncoder
@@ -252,11 +277,37 @@ def test_a_metric_that_depends_on_batch_order_fails():
     from simplug.metric import Metric
 
     class UnsortedPrecision(Metric):
-        def per_query(self, distances, relevance):
-            return relevance[:, :2].float().mean(dim=1)  # the first two columns, not the two nearest
+        def per_query(self, block):
+            # the first two candidates in batch order, not the two nearest (block.ranked_relevance(2))
+            return block.relevance[:, :2].float().mean(dim=1)
+
+    class SortedPrecision(Metric):
+        def per_query(self, block):
+            return block.ranked_relevance(2).float().mean(dim=1)
+
+    check_metric(SortedPrecision(), name="fine")
 
     with pytest.raises(AssertionError, match=r"metric 'wrong': the value depends on the order of the batch"):
         check_metric(UnsortedPrecision(), name="wrong")
+
+
+def test_a_metric_that_is_not_per_query_fails():
+    from simplug.metric import Metric
+
+    class BlockNormalisedRank(Metric):
+        def per_query(self, block):
+            # each query's rank relative to the worst in its block: depends on which queries share the block
+            rank = block.first_relevant_rank().double()
+            return rank / rank.max()
+
+    class OneValuePerBlock(Metric):
+        def per_query(self, block):
+            return block.ranked_relevance(1).double().mean()
+
+    with pytest.raises(AssertionError, match=r"metric 'wrong': evaluated a few queries at a time it gives .* instead of"):
+        check_metric(BlockNormalisedRank(), name="wrong")
+    with pytest.raises(AssertionError, match=r"metric 'wrong': per_query\(block\) returned \(\) for a block of 3 queries"):
+        check_metric(OneValuePerBlock(), name="wrong")
 
 
 def test_a_cache_backend_that_claims_persistence_falsely_fails():
