@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import pytorch_lightning as pl
 import torch
 
+from simplug.caching import CachingMixin, is_cached_batch
 from simplug.config import build_component, check_arguments, split_spec
 from simplug.encoder import Encoder
 from simplug.errors import ConfigError, DataError
@@ -18,7 +19,7 @@ from simplug.serving.model import DEFAULT_ENCODER_KEY, SimilarityModel
 STAGES = ("train", "validation", "test")
 
 
-class TrainableModel(pl.LightningModule):
+class TrainableModel(CachingMixin, pl.LightningModule):
     """Describe what to train by overriding the ``configure_*`` hooks, as in Quaterion::
 
         class Model(TrainableModel):
@@ -82,6 +83,9 @@ class TrainableModel(pl.LightningModule):
         return []
 
     def configure_caches(self) -> Any:
+        """Return a ``simplug.cache.CacheConfig`` to run frozen encoders once, before the first
+        epoch, instead of every step (``CacheConfig()`` caches every frozen encoder); ``None``
+        for no cache."""
         return None
 
     def configure_xbm(self) -> Any:
@@ -119,8 +123,12 @@ class TrainableModel(pl.LightningModule):
         return self._model(batch)
 
     def _step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
-        features, targets = batch
-        embeddings = self._model(features)
+        if is_cached_batch(batch):  # the cache's fast path: see simplug.caching
+            encoder_embeddings, targets = self.cached_embeddings(batch)
+            embeddings = self._model.head(encoder_embeddings)
+        else:
+            features, targets = batch
+            embeddings = self._model(features)
         if not torch.isfinite(embeddings).all():
             raise DataError(
                 f"the model produced NaN or inf embeddings at {stage} step {self.global_step} "
@@ -197,12 +205,13 @@ class TrainableModel(pl.LightningModule):
                 "loss": {"name": "triplet", "margin": 0.3},
                 "optimizer": {"name": "adam", "lr": 1e-3},
                 "metrics": [{"name": "retrieval_precision", "k": 1}],
+                "cache": {"cache_type": "disk", "save_dir": "cache"},   # optional: CacheConfig settings
             })
         """
         return ConfigTrainableModel(config)
 
 
-_CONFIG_KEYS = ("encoder", "encoders", "head", "loss", "optimizer", "metrics")
+_CONFIG_KEYS = ("encoder", "encoders", "head", "loss", "optimizer", "metrics", "cache")
 _OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
 
 
@@ -242,6 +251,11 @@ class ConfigTrainableModel(TrainableModel):
         if isinstance(specs, (str, Mapping)):
             specs = [specs]
         return [build_component("metrics", spec, Metric) for spec in specs]
+
+    def configure_caches(self) -> Any:
+        from simplug.cache import CacheConfig
+
+        return CacheConfig.from_spec(self._config.get("cache"))
 
     def configure_optimizers(self) -> Any:
         spec = copy.deepcopy(self._config.get("optimizer", {"name": "adam"}))
