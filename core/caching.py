@@ -161,6 +161,9 @@ class SourcePlan:
     records_per_sample: int  # 1 for groups, 2 for pairs (all obj_a, then all obj_b)
     targets: dict[str, torch.Tensor]
     row_maps: dict[str, RowMap] = field(default_factory=dict)
+    # (storage, row offset) when one cached encoder is all the model has and its rows are a
+    # range on the training device: the hot path then needs no per-encoder bookkeeping
+    single_rows: tuple[torch.Tensor, int] | None = None
     _pairs_by_size: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def record_positions(self, indices: torch.Tensor) -> torch.Tensor:
@@ -347,6 +350,11 @@ class CacheState:
                 source.row_maps[key].to(self.backends[key].storage.device)
             plan.objects = []  # the objects are only needed to encode them
         self.to(device)
+        only = next(iter(self.backends.values())) if len(self.backends) == 1 == len(encoders) else None
+        for source in self.sources.values():
+            row_map = next(iter(source.row_maps.values())) if only is not None else None
+            usable = row_map is not None and row_map.offset is not None and only.storage.device == device
+            source.single_rows = (only.storage, row_map.offset) if usable else None
         self.filled = True
 
     def _fill_one(self, key: str, plan: EncoderPlan, encoder: Any, cls: type, device: torch.device,
@@ -519,6 +527,16 @@ class CachingMixin:
     def on_fit_start(self) -> None:
         self.fill_caches()
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if not is_cached_batch(batch):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        # a cached batch is one index tensor (and maybe features): skip the generic walk over it
+        moved = dict(batch)
+        moved["indices"] = batch["indices"].to(device, non_blocking=True)
+        if "features" in batch:
+            moved["features"] = super().transfer_batch_to_device(batch["features"], device, dataloader_idx)
+        return moved
+
     def cached_embeddings(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Encoder outputs (cached rows, or encoder output for uncached ones) and targets."""
         state = self._cache_state
@@ -527,6 +545,12 @@ class CachingMixin:
         source = state.sources[batch[SOURCE_KEY]]
         indices = batch["indices"]
         positions = source.record_positions(indices)
+        if source.single_rows is not None:  # one cached encoder, rows in record order: two index_selects
+            storage, offset = source.single_rows
+            rows = storage.index_select(0, positions + offset if offset else positions)
+            if rows.dtype != torch.float32:
+                rows = rows.float()
+            return rows, source.batch_targets(indices, positions)
         parts = []
         for key, encoder in self.model.encoders.items():
             if key in state.backends:
