@@ -428,10 +428,10 @@ class CacheState:
                     f"{type(encoder).__name__}.cache_fill_order must return each position 0..{len(objects) - 1} "
                     "exactly once (or None)"
                 )
-        batches = list(order_t.split(self.config.batch_size))[dist.rank :: dist.world]
+        batches = _ShareOfBatches(order_t, self.config.batch_size, dist.rank, dist.world)
         loader = DataLoader(
             _Objects(objects),
-            batch_sampler=[b.tolist() for b in batches],
+            batch_sampler=batches,
             collate_fn=encoder.get_collate_fn(),
             num_workers=self.config.num_workers or 0,
         )
@@ -441,7 +441,7 @@ class CacheState:
                    leave=False, dynamic_ncols=True)
         try:
             with torch.inference_mode():
-                for positions, batch in zip(batches, loader):
+                for positions, batch in zip(batches.tensors(), loader):
                     out = encoder(move_to_device(batch, device))
                     if out.dim() != 2 or out.shape != (len(positions), backend.embedding_size):
                         raise ConfigError(
@@ -459,6 +459,26 @@ class CacheState:
                 dist.barrier()
             else:
                 dist.sum_(backend.storage)
+
+
+class _ShareOfBatches:
+    """This process's batches of the fill order (every ``world``-th one), made lazily: a list of
+    every position as Python ints would cost more memory than a large cache's overhead budget."""
+
+    def __init__(self, order: torch.Tensor, batch_size: int, rank: int, world: int):
+        self.order, self.batch_size, self.rank, self.world = order, batch_size, rank, world
+
+    def tensors(self) -> Iterator[torch.Tensor]:
+        for i, batch in enumerate(self.order.split(self.batch_size)):
+            if i % self.world == self.rank:
+                yield batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (batch.tolist() for batch in self.tensors())
+
+    def __len__(self) -> int:
+        batches = -(-len(self.order) // self.batch_size)
+        return len(range(self.rank, batches, self.world))
 
 
 class _Objects(Dataset):

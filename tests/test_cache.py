@@ -306,3 +306,21 @@ def test_config_models_take_a_cache_setting(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["default.json", "default.rows"]
     with pytest.raises(ConfigError, match="unknown cache setting"):
         TrainableModel.from_config({"encoder": make_encoder(), "loss": "triplet", "cache": {"save_dri": "x"}}).configure_caches()
+
+
+def test_training_loss_is_logged_on_logger_steps_with_the_epoch_mean(tmp_path):
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    model = Model(cache=CacheConfig())
+    train = group_points(per_group=8)  # 48 samples: batches of 16, 16, 16
+    Quaterion.fit(model, train_dataloader=GroupSimilarityDataLoader(train, batch_size=16),
+                  **{**FIT, "logger": CSVLogger(str(tmp_path), name="run"), "log_every_n_steps": 1})
+    rows = list(csv.DictReader(open(next(tmp_path.glob("run/*/metrics.csv")))))
+    steps = [(int(r["epoch"]), float(r["loss_train_step"])) for r in rows if r.get("loss_train_step")]
+    epochs = {int(r["epoch"]): float(r["loss_train_epoch"]) for r in rows if r.get("loss_train_epoch")}
+    assert len(steps) == 6 and sorted(epochs) == [0, 1]
+    for epoch, value in epochs.items():
+        step_losses = [loss for e, loss in steps if e == epoch]
+        assert value == pytest.approx(sum(step_losses) / len(step_losses), rel=1e-5)
