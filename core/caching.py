@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from simplug.cache import (
     CacheBackend,
@@ -117,7 +117,7 @@ def index_loader(loader: DataLoader, source: str, collate: CachedBatchCollate, f
     batch sampler when it has a custom one, else the same sampler and batch size, drawn as tensors."""
     if loader.batch_size is None and loader.batch_sampler is None:
         raise DataError(f"the {source} loader has no batch size or batch sampler; give it batch_size=...")
-    custom = type(loader.batch_sampler).__name__ != "BatchSampler"
+    custom = type(loader.batch_sampler) is not BatchSampler
     batch_sampler = loader.batch_sampler if custom else TensorBatchSampler(loader.sampler, loader.batch_size, loader.drop_last)
     # positions are cheap to batch: worker processes would only add inter-process copies
     workers = 0 if fully_cached else loader.num_workers
@@ -560,8 +560,10 @@ class CachingMixin:
     def cached_embeddings(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Encoder outputs (cached rows, or encoder output for uncached ones) and targets."""
         state = self._cache_state
-        if state is None or not state.filled:
-            raise DataError("a cached batch arrived before the cache was filled; train with simplug's fit()")
+        if state is None:
+            raise DataError("a cached batch arrived but this model has no cache; train it with simplug's fit()")
+        if not state.filled:  # on_fit_start was overridden without calling super().on_fit_start()
+            self.fill_caches()
         source = state.sources[batch[SOURCE_KEY]]
         indices = batch["indices"]
         positions = source.record_positions(indices)
