@@ -32,6 +32,8 @@ _LAZY = {
     "PairMetric": "simplug.metric",
     "GroupMetric": "simplug.metric",
     "CacheBackend": "simplug.cache",
+    "CacheConfig": "simplug.cache",
+    "CacheType": "simplug.cache",
     "TrainableModel": "simplug.trainable",
     "XbmConfig": "simplug.xbm",
     "Quaterion": "simplug.quaterion",
@@ -62,6 +64,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from simplug.cache import CacheBackend, CacheConfig, CacheType
     from simplug.dataloader import GroupSimilarityDataLoader, PairsSimilarityDataLoader
     from simplug.distance import Distance
     from simplug.encoder import Encoder

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +63,12 @@ class Encoder(nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {}
+
+    def cache_fill_order(self, objects: Sequence[Any]) -> Sequence[int] | None:
+        """The order in which the cache fill should encode ``objects`` (positions into it), or
+        ``None`` for the order given. Text encoders return the texts sorted by length, so each
+        batch pads little; rows are stored back at their original positions either way."""
+        return None
 
     def save(self, output_path: str) -> None:
         from safetensors.torch import save_file

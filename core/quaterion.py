@@ -96,6 +96,8 @@ def fit(
     trainable_model.setup_dataloader(train_dataloader)
     if val_dataloader is not None:
         trainable_model.setup_dataloader(val_dataloader)
+    # frozen encoders with a cache: the loaders become index loaders (see simplug.caching)
+    train_dataloader, val_dataloader = trainable_model.setup_cache(train_dataloader, val_dataloader)
     with quiet_lightning():
         if trainer is None:
             params = trainer_defaults(trainable_model, train_dataloader, val_dataloader)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import pytorch_lightning as pl
 import torch
 
+from simplug.caching import CachingMixin, is_cached_batch
 from simplug.config import build_component, check_arguments, split_spec
 from simplug.encoder import Encoder
 from simplug.errors import ConfigError, DataError
@@ -20,7 +21,7 @@ from simplug.xbm import CrossBatchMemory, XbmConfig
 STAGES = ("train", "validation", "test")
 
 
-class TrainableModel(pl.LightningModule):
+class TrainableModel(CachingMixin, pl.LightningModule):
     """Describe what to train by overriding the ``configure_*`` hooks, as in Quaterion::
 
         class Model(TrainableModel):
@@ -83,6 +84,9 @@ class TrainableModel(pl.LightningModule):
         return []
 
     def configure_caches(self) -> Any:
+        """Return a ``simplug.cache.CacheConfig`` to run frozen encoders once, before the first
+        epoch, instead of every step (``CacheConfig()`` caches every frozen encoder); ``None``
+        for no cache."""
         return None
 
     def configure_xbm(self) -> XbmConfig | None:
@@ -145,27 +149,31 @@ class TrainableModel(pl.LightningModule):
         return self._model(batch)
 
     def _step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
-        features, targets = batch
-        embeddings = self._model(features)
-        if not torch.isfinite(embeddings).all():
-            raise DataError(
-                f"the model produced NaN or inf embeddings at {stage} step {self.global_step} "
-                f"(batch {batch_idx}); check the input data and lower the learning rate"
-            )
+        if is_cached_batch(batch):  # the cache's fast path: see simplug.caching
+            encoder_embeddings, targets = self.cached_embeddings(batch)
+            embeddings = self._model.head(encoder_embeddings)
+        else:
+            features, targets = batch
+            embeddings = self._model(features)
         loss = self._loss(embeddings, **targets)
         if stage == "train" and self._xbm is not None:
             xbm_term = self._xbm.loss_term(self._loss, embeddings, targets["groups"], self.global_step)
             if xbm_term is not None:
                 self.log("loss_xbm_train", xbm_term.detach(), on_step=True, on_epoch=True, batch_size=len(embeddings))
                 loss = loss + self._xbm.config.weight * xbm_term
+        # one check per step: a NaN embedding shows in the loss, and is named when it does
         if not torch.isfinite(loss):
+            if not torch.isfinite(embeddings).all():
+                raise DataError(
+                    f"the model produced NaN or inf embeddings at {stage} step {self.global_step} "
+                    f"(batch {batch_idx}); check the input data and lower the learning rate"
+                )
             raise DataError(
                 f"the loss became {loss.item()} at {stage} step {self.global_step} (batch "
                 f"{batch_idx}); lower the learning rate or check the input data"
             )
         batch_size = embeddings.shape[0]
-        self.log(f"loss_{stage}", loss.detach(), on_step=stage == "train", on_epoch=True,
-                 prog_bar=True, batch_size=batch_size)
+        self._log_loss(loss.detach(), stage, batch_idx, batch_size)
         for attached in self._metrics:
             if stage in attached.stages:
                 value = attached.compute(embeddings, targets)
@@ -173,6 +181,37 @@ class TrainableModel(pl.LightningModule):
                     self.log(f"{attached.name}_{stage}", value, batch_size=batch_size, **attached.log_options(stage))
         self.process_results(embeddings=embeddings, targets=targets, batch_idx=batch_idx, stage=stage)
         return loss
+
+    # ------------------------------------------------------------------ loss logging
+    _train_loss = None  # [summed loss * batch size (a tensor), samples]; a list, so no nn.Module setattr per step
+
+    def _log_loss(self, loss: torch.Tensor, stage: str, batch_idx: int, batch_size: int) -> None:
+        """Log ``loss_{stage}``; the training loss under the names Lightning's on_step+on_epoch
+        logging gives it (``loss_train_step``, ``loss_train_epoch``, ``loss_train``).
+
+        A ``self.log`` call costs a few hundred microseconds, as much as a whole cached step of a
+        small head, so the step value goes to Lightning only on the steps its loggers write and
+        the epoch mean is summed here, on the device, without a sync."""
+        if stage != "train":
+            self.log(f"loss_{stage}", loss, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            return
+        acc = self._train_loss
+        if batch_idx == 0 or acc is None:
+            acc = self._train_loss = [torch.zeros((), device=loss.device), 0]
+        acc[0].add_(loss, alpha=batch_size)
+        acc[1] += batch_size
+        trainer = self._trainer
+        every = getattr(trainer, "log_every_n_steps", 1) or 1
+        if batch_idx == 0 or trainer is None or (trainer.fit_loop.epoch_loop._batches_that_stepped + 1) % every == 0:
+            self.log("loss_train_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size)
+
+    def on_train_epoch_end(self) -> None:
+        acc = self._train_loss
+        if acc is not None and acc[1]:
+            mean = acc[0] / acc[1]
+            self.log("loss_train_epoch", mean, on_step=False, on_epoch=True)
+            self.log("loss_train", mean, on_step=False, on_epoch=True, logger=False)
+        self._train_loss = None
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, batch_idx, "train")
@@ -229,6 +268,7 @@ class TrainableModel(pl.LightningModule):
                 "optimizer": {"name": "adam", "lr": 1e-3},
                 "metrics": [{"name": "retrieval_precision", "k": 1}],
                 "xbm": {"weight": 0.5, "buffer_size": 2048, "start_iteration": 100},  # optional
+                "cache": {"cache_type": "disk", "save_dir": "cache"},   # optional: CacheConfig settings
             })
 
         A loss with per-group weights (arcface, cosface, softmax, center) gets
@@ -237,7 +277,7 @@ class TrainableModel(pl.LightningModule):
         return ConfigTrainableModel(config)
 
 
-_CONFIG_KEYS = ("encoder", "encoders", "head", "loss", "optimizer", "metrics", "xbm")
+_CONFIG_KEYS = ("encoder", "encoders", "head", "loss", "optimizer", "metrics", "xbm", "cache")
 _OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
 
 
@@ -295,6 +335,11 @@ class ConfigTrainableModel(TrainableModel):
         if isinstance(specs, (str, Mapping)):
             specs = [specs]
         return [attached_metric_from_config(spec) for spec in specs]
+
+    def configure_caches(self) -> Any:
+        from simplug.cache import CacheConfig
+
+        return CacheConfig.from_spec(self._config.get("cache"))
 
     def configure_optimizers(self) -> Any:
         spec = copy.deepcopy(self._config.get("optimizer", {"name": "adam"}))
