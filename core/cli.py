@@ -128,6 +128,44 @@ def requirements(model: str = typer.Argument(..., help="saved model directory"))
         typer.echo(f"# local code (load with trust_local_code=True): {note}")
 
 
+@app.command()
+def serve(
+    model: str = typer.Argument(..., help="saved model directory"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; the default is loopback only"),
+    port: int = typer.Option(8000, "--port", help="TCP port; 0 picks a free one (printed at start)"),
+    max_batch: int = typer.Option(256, "--max-batch", min=1, help="most objects in one request (more: 413)"),
+    max_body_bytes: int = typer.Option(8 * 1024 * 1024, "--max-body-bytes", min=1, help="largest request body (more: 413, not read)"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="objects per forward pass inside a request"),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, help="connections handled at once; more wait"),
+    trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run the local code saved with the model"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no access log"),
+) -> None:
+    """Serve a saved model over HTTP: POST /encode, GET /health, GET /info (JSON)."""
+    from simplug.serving.http import is_loopback, make_server
+    from simplug.serving.model import SimilarityModel
+
+    try:
+        loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
+        server = make_server(
+            loaded, host=host, port=port, max_batch=max_batch, max_body_bytes=max_body_bytes,
+            batch_size=batch_size, max_connections=max_connections, access_log=not quiet,
+        )
+    except SimplugError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port, or 0 for any free one")
+    if not is_loopback(host):
+        typer.echo(f"warning: listening on {host}, reachable from other machines; there is no authentication", err=True)
+    typer.echo(f"serving {model} on {server.url} (POST /encode, GET /health, GET /info); Ctrl-C stops")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
+    finally:
+        server.server_close()
+
+
 def main() -> None:
     try:
         app()
