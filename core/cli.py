@@ -166,6 +166,31 @@ def serve(
         server.server_close()
 
 
+@app.command("export")
+def export_model(
+    model: str = typer.Argument(..., help="saved model directory"),
+    output: str = typer.Option(..., "--output", "-o", help="file to write, e.g. model.onnx"),
+    fmt: str = typer.Option("onnx", "--format", help="export format (onnx)"),
+    part: str = typer.Option("model", "--part", help="'model' (tensor encoders + head) or 'head' (head alone)"),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="one object's shape where the encoder does not say: DIMS or KEY=DIMS, e.g. 3,28,28"),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset version"),
+    trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run the local code saved with the model"),
+) -> None:
+    """Export the tensor part of a saved model to ONNX, checked against PyTorch with onnxruntime."""
+    if fmt != "onnx":
+        _fail(f"unknown --format {fmt!r}; the formats are: onnx")
+    from simplug.serving.export import export_onnx, parse_input_shapes
+    from simplug.serving.model import SimilarityModel
+
+    try:
+        loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
+        shapes = parse_input_shapes(input_shape, list(loaded.encoders))
+        report = export_onnx(loaded, output, part=part, input_shapes=shapes, opset=opset)
+    except SimplugError as exc:
+        _fail(str(exc))
+    typer.echo(report.summary())
+
+
 def main() -> None:
     try:
         app()
