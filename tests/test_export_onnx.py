@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from conftest import run_cli
-from simplug.encoder import Encoder
+from toy_encoders import CharCodeEncoder
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 from simplug.plugins.heads.gated import GatedHead
 from simplug.plugins.heads.skip_connection import SkipConnectionHead
@@ -93,28 +93,6 @@ def test_two_encoders_become_two_inputs(tmp_path):
     with torch.inference_mode():
         expected = model({"image": torch.from_numpy(image), "tabular": torch.from_numpy(tabular)}).numpy()
     assert np.abs(got - expected).max() < 1e-4
-
-
-class CharCodeEncoder(Encoder):
-    """A text encoder with a tokenizing collate: what ONNX cannot take as a tensor graph."""
-
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.EmbeddingBag(128, 8)
-
-    trainable = False
-    embedding_size = 8
-
-    def get_collate_fn(self):
-        def tokenize(texts):
-            ids = [torch.tensor([min(ord(c), 127) for c in t] or [0]) for t in texts]
-            return torch.cat(ids), torch.tensor([0] + [len(i) for i in ids[:-1]]).cumsum(0)
-
-        return tokenize
-
-    def forward(self, batch):
-        ids, offsets = batch
-        return self.embed(ids, offsets)
 
 
 def test_a_text_encoder_is_refused_with_what_is_exportable_and_its_head_exports(tmp_path):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
+from toy_encoders import CharCodeEncoder
 from simplug.plugins.heads.skip_connection import SkipConnectionHead
 from simplug.serving import SimilarityModel
 from simplug.serving.http import make_server
@@ -257,3 +258,19 @@ def test_cli_serve_reports_a_bad_model_directory(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 1 and "not a simplug model" in result.stderr
+
+
+def test_a_text_model_takes_strings_and_its_collate_decides(loaded):
+    head = SkipConnectionHead(8)
+    text_model = SimilarityModel(CharCodeEncoder(), head).eval()
+    srv = start(text_model)
+    try:
+        assert request(srv.url + "/health")[1]["input"]["kind"] == "collate"
+        texts = ["hello", "a longer sentence", "é"]
+        status, body = post(srv, {"inputs": texts})
+        assert status == 200
+        np.testing.assert_allclose(np.asarray(body["embeddings"], dtype=np.float32), text_model.encode(texts), rtol=0, atol=1e-6)
+        status, body = post(srv, ["fine", 3])
+        assert status == 422 and "TypeError: object 1 is a int; this encoder takes strings" in body["error"]
+    finally:
+        stop(srv)
