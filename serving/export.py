@@ -5,6 +5,10 @@ Two parts can be exported:
 - ``"model"``: encoders that take tensors (their collate is simplug's default one, e.g.
   ``torch_module``) and the head, as one graph: one float input per encoder (``input`` for a
   single encoder, ``input_<key>`` for several), output ``embeddings``.
+- ``"model"`` for a single encoder whose collate returns a dict of tensors (a tokenizer's
+  ``input_ids``/``attention_mask``, say) and that offers ``export_example_objects()`` (a few
+  objects, at least four, of different sizes): the graph takes those tensors, with dynamic batch
+  and sequence axes, and is checked on the example objects.
 - ``"head"``: the head alone, input ``encoder_embeddings`` of shape (batch, the encoders'
   total size). This is what is exportable for encoders that tokenize text or otherwise take
   objects that are not tensors: run the encoder as it is and the head in ONNX.
@@ -74,15 +78,31 @@ def _require_onnx() -> tuple[Any, Any]:
 
 
 class _TensorGraph(nn.Module):
-    """The model as a function of plain tensors, in the order of ``keys``."""
+    """The model as a function of plain tensors: one per encoder key, or, for a single encoder
+    whose batch is a dict, one per name in that dict."""
 
-    def __init__(self, model: nn.Module, keys: Sequence[str]):
+    def __init__(self, model: nn.Module, keys: Sequence[str], batch_names: Sequence[str] | None = None):
         super().__init__()
         self.model = model
         self.keys = list(keys)
+        self.batch_names = list(batch_names) if batch_names else None
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        if self.batch_names is not None:
+            return self.model({self.keys[0]: dict(zip(self.batch_names, tensors))})
         return self.model(dict(zip(self.keys, tensors)))
+
+
+@dataclass
+class _Plan:
+    """What to trace and what to check it on."""
+
+    graph: nn.Module
+    names: list[str]
+    trace: tuple[torch.Tensor, ...]
+    checks: list[tuple[torch.Tensor, ...]]
+    dynamic_axes: dict[str, dict[int, str]]
+    input_shapes: dict[str, list[Any]]
 
 
 def _component_names(model: Any) -> dict[str, str]:
@@ -106,8 +126,9 @@ def _encoder_input_shapes(model: Any, input_shapes: Mapping[str, Sequence[int]] 
             raise ExportError(
                 f"{label} takes objects through its own collate (text, for example), not tensors, "
                 "so it cannot be part of an ONNX graph. Exportable: encoders that take tensors "
-                "(such as torch_module) and the head; export the head alone with part='head' "
-                f"(--part head), whose input is the encoders' embeddings of size "
+                "(such as torch_module), a single encoder whose collate gives a dict of tensors and "
+                "that has export_example_objects(), and the head; export the head alone with "
+                f"part='head' (--part head), whose input is the encoders' embeddings of size "
                 f"{model.head.input_embedding_size}"
             )
         shape = tuple(given[key]) if key in given else tensor_input_shape(encoder)
@@ -144,6 +165,65 @@ def _add_metadata(onnx: Any, path: str, model: Any, part: str) -> None:
     onnx.save(proto, path)
 
 
+def _tensor_plan(model: Any, input_shapes: Mapping[str, Sequence[int]] | None, seed: int) -> _Plan:
+    shapes = _encoder_input_shapes(model, input_shapes)
+    keys = list(model.encoders)
+    names = _input_names(keys)
+    per_input = [shapes[k] for k in keys]
+    generator = torch.Generator().manual_seed(seed)
+    return _Plan(
+        graph=_TensorGraph(model, keys),
+        names=names,
+        trace=tuple(_random_inputs(per_input, TRACE_BATCH, generator)),
+        checks=[tuple(_random_inputs(per_input, batch, generator)) for batch in CHECK_BATCHES],
+        dynamic_axes={name: {0: "batch"} for name in names},
+        input_shapes={n: ["batch", *s] for n, s in zip(names, per_input)},
+    )
+
+
+def _dict_batch_plan(model: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> _Plan:
+    """A single encoder whose collate gives a dict of tensors (a tokenizer's output)."""
+    (key, encoder), = model.encoders.items()
+    if input_shapes:
+        raise ExportError(f"encoder {key!r} makes its own tensors from example objects; drop the input shapes")
+    objects = list(encoder.export_example_objects())
+    if len(objects) < 4:
+        raise ExportError(f"{type(encoder).__name__}.export_example_objects() must give at least 4 objects")
+    collate = encoder.get_collate_fn()
+
+    def tensors(batch_objects: list[Any]) -> tuple[torch.Tensor, ...]:
+        batch = collate(batch_objects)
+        if not isinstance(batch, Mapping) or not all(isinstance(v, torch.Tensor) for v in batch.values()):
+            raise ExportError(f"the collate of encoder {key!r} must return a dict of tensors to be exported")
+        return tuple(batch[n] for n in names)
+
+    first = collate(objects[:2])
+    names = list(first) if isinstance(first, Mapping) else []
+    trace = tensors(objects[:2])
+    dynamic = {n: {0: "batch", **{d: "sequence" if d == 1 else f"{n}_dim{d}" for d in range(1, t.dim())}} for n, t in zip(names, trace)}
+    return _Plan(
+        graph=_TensorGraph(model, [key], batch_names=names),
+        names=names,
+        trace=trace,
+        checks=[tensors(objects[2:]), tensors(objects[:1])],
+        dynamic_axes=dynamic,
+        input_shapes={n: [dynamic[n].get(d, int(t.shape[d])) for d in range(t.dim())] for n, t in zip(names, trace)},
+    )
+
+
+def _head_plan(model: Any, seed: int) -> _Plan:
+    size = model.head.input_embedding_size
+    generator = torch.Generator().manual_seed(seed)
+    return _Plan(
+        graph=model.head,
+        names=[HEAD_INPUT_NAME],
+        trace=tuple(_random_inputs([(size,)], TRACE_BATCH, generator)),
+        checks=[tuple(_random_inputs([(size,)], batch, generator)) for batch in CHECK_BATCHES],
+        dynamic_axes={HEAD_INPUT_NAME: {0: "batch"}},
+        input_shapes={HEAD_INPUT_NAME: ["batch", size]},
+    )
+
+
 def export_onnx(
     model: Any,
     path: str,
@@ -157,38 +237,34 @@ def export_onnx(
     onnx, ort = _require_onnx()
     if part not in PARTS:
         raise ExportError(f"part must be one of {PARTS}, got {part!r}")
-    if part == "model":
-        shapes = _encoder_input_shapes(model, input_shapes)
-        keys = list(model.encoders)
-        graph: nn.Module = _TensorGraph(model, keys)
-        names = _input_names(keys)
-        per_input = [shapes[k] for k in keys]
-    else:
+    if part == "head":
         if input_shapes:
             raise ExportError("input shapes are for encoders; the head's input size is known")
-        graph = model.head
-        names = [HEAD_INPUT_NAME]
-        per_input = [(model.head.input_embedding_size,)]
+        plan = _head_plan(model, seed)
+    else:
+        single = next(iter(model.encoders.values())) if len(model.encoders) == 1 else None
+        if single is not None and not takes_tensors(single) and hasattr(single, "export_example_objects"):
+            plan = _dict_batch_plan(model, input_shapes)
+        else:
+            plan = _tensor_plan(model, input_shapes, seed)
 
-    generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
-        dynamic = {name: {0: "batch"} for name in [*names, OUTPUT_NAME]}
         with warnings.catch_warnings():
             # The TorchScript-based exporter works without onnxscript; torch marks it deprecated
             # and the tracer warns about the shape checks in forward, which hold for any batch.
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                graph,
-                tuple(_random_inputs(per_input, TRACE_BATCH, generator)),
+                plan.graph,
+                plan.trace,
                 tmp,
-                input_names=names,
+                input_names=plan.names,
                 output_names=[OUTPUT_NAME],
-                dynamic_axes=dynamic,
+                dynamic_axes={**plan.dynamic_axes, OUTPUT_NAME: {0: "batch"}},
                 opset_version=opset,
                 dynamo=False,
             )
@@ -196,13 +272,12 @@ def export_onnx(
         _add_metadata(onnx, tmp, model, part)
         session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
         worst = 0.0
-        for batch in CHECK_BATCHES:
-            tensors = _random_inputs(per_input, batch, generator)
+        for tensors in plan.checks:
             with torch.inference_mode():
-                expected = graph(*tensors).float().numpy()
-            got = session.run([OUTPUT_NAME], {n: t.numpy() for n, t in zip(names, tensors)})[0]
+                expected = plan.graph(*tensors).float().numpy()
+            got = session.run([OUTPUT_NAME], {n: t.numpy() for n, t in zip(plan.names, tensors)})[0]
             if got.shape != expected.shape:
-                raise ExportError(f"the ONNX graph gives shape {got.shape} at batch {batch}, PyTorch {expected.shape}")
+                raise ExportError(f"the ONNX graph gives shape {got.shape}, PyTorch {expected.shape}")
             worst = max(worst, float(np.max(np.abs(got - expected))))
         if not worst <= tolerance:
             raise ExportError(
@@ -222,10 +297,10 @@ def export_onnx(
         path=path,
         part=part,
         opset=opset,
-        inputs={n: ["batch", *s] for n, s in zip(names, per_input)},
+        inputs=plan.input_shapes,
         output=["batch", int(model.head.output_size)],
         max_abs_diff=worst,
-        checked_batch_sizes=CHECK_BATCHES,
+        checked_batch_sizes=tuple(int(t[0].shape[0]) for t in plan.checks),
         tolerance=tolerance,
     )
 

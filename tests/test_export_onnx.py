@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from conftest import run_cli
-from toy_encoders import CharCodeEncoder
+
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 from simplug.plugins.heads.gated import GatedHead
 from simplug.plugins.heads.skip_connection import SkipConnectionHead
 from simplug.plugins.heads.stacked_projection import StackedProjectionHead
 from simplug.serving import SimilarityModel
 from simplug.serving.export import ExportError, export_onnx
+from toy_encoders import CharCodeEncoder, PaddedCharEncoder
 
 HEADS = {
     "skip_connection": lambda size: SkipConnectionHead(size, n_layers=2),
@@ -148,3 +149,17 @@ def test_cli_errors(tmp_path):
     assert result.returncode == 1 and "positive sizes separated by commas" in result.stderr
     result = run_cli("export", str(tmp_path), "-o", str(tmp_path / "m.onnx"))
     assert result.returncode == 1 and "not a simplug model" in result.stderr
+
+
+def test_a_tokenizing_encoder_exports_by_its_tensors_with_dynamic_batch_and_sequence(tmp_path):
+    head = SkipConnectionHead(8, n_layers=2)
+    perturb(head, 7)
+    model = SimilarityModel(PaddedCharEncoder(), head)
+    out = str(tmp_path / "text.onnx")
+    report = export_onnx(model, out)
+    assert report.inputs == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
+    assert report.max_abs_diff < 1e-4
+    texts = ["unseen", "texts of other lengths than the examples had", "ok", "four"]
+    feeds = {k: v.numpy() for k, v in model.encoders["default"].get_collate_fn()(texts).items()}
+    assert np.abs(onnx_run(out, feeds) - model.encode(texts)).max() < 1e-4
+
