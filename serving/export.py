@@ -81,15 +81,22 @@ class _TensorGraph(nn.Module):
     """The model as a function of plain tensors: one per encoder key, or, for a single encoder
     whose batch is a dict, one per name in that dict."""
 
-    def __init__(self, model: nn.Module, keys: Sequence[str], batch_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        keys: Sequence[str],
+        batch_names: Sequence[str] | None = None,
+        batch_constants: Mapping[str, Any] | None = None,
+    ):
         super().__init__()
         self.model = model
         self.keys = list(keys)
         self.batch_names = list(batch_names) if batch_names else None
+        self.batch_constants = dict(batch_constants or {})
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         if self.batch_names is not None:
-            return self.model({self.keys[0]: dict(zip(self.batch_names, tensors))})
+            return self.model({self.keys[0]: {**self.batch_constants, **dict(zip(self.batch_names, tensors))}})
         return self.model(dict(zip(self.keys, tensors)))
 
 
@@ -190,19 +197,24 @@ def _dict_batch_plan(model: Any, input_shapes: Mapping[str, Sequence[int]] | Non
     if len(objects) < 4:
         raise ExportError(f"{type(encoder).__name__}.export_example_objects() must give at least 4 objects")
     collate = encoder.get_collate_fn()
+    first = collate(objects[:2])
+    if not isinstance(first, Mapping) or not any(isinstance(v, torch.Tensor) for v in first.values()):
+        raise ExportError(f"the collate of encoder {key!r} must return a dict of tensors to be exported")
+    names = [n for n, v in first.items() if isinstance(v, torch.Tensor)]
+    # Entries that are not tensors (a tokenizer's "modality": "text", say) become constants of
+    # the graph; they must not change from batch to batch.
+    constants = {n: v for n, v in first.items() if not isinstance(v, torch.Tensor)}
 
     def tensors(batch_objects: list[Any]) -> tuple[torch.Tensor, ...]:
         batch = collate(batch_objects)
-        if not isinstance(batch, Mapping) or not all(isinstance(v, torch.Tensor) for v in batch.values()):
-            raise ExportError(f"the collate of encoder {key!r} must return a dict of tensors to be exported")
+        if {n: v for n, v in batch.items() if n not in names} != constants:
+            raise ExportError(f"the collate of encoder {key!r} gives entries that are not tensors and change between batches")
         return tuple(batch[n] for n in names)
 
-    first = collate(objects[:2])
-    names = list(first) if isinstance(first, Mapping) else []
     trace = tensors(objects[:2])
     dynamic = {n: {0: "batch", **{d: "sequence" if d == 1 else f"{n}_dim{d}" for d in range(1, t.dim())}} for n, t in zip(names, trace)}
     return _Plan(
-        graph=_TensorGraph(model, [key], batch_names=names),
+        graph=_TensorGraph(model, [key], batch_names=names, batch_constants=constants),
         names=names,
         trace=trace,
         checks=[tensors(objects[2:]), tensors(objects[:1])],
@@ -237,6 +249,12 @@ def export_onnx(
     onnx, ort = _require_onnx()
     if part not in PARTS:
         raise ExportError(f"part must be one of {PARTS}, got {part!r}")
+    if getattr(model.head, "reads_batch", False):
+        raise ExportError(
+            f"the head {type(model.head).__name__} reads more of the batch than the embeddings (it "
+            "routes each row), so it has no plain tensor graph to export; heads that map "
+            "embeddings to embeddings are exportable"
+        )
     if part == "head":
         if input_shapes:
             raise ExportError("input shapes are for encoders; the head's input size is known")

@@ -84,12 +84,14 @@ class EncodingService:
         self.max_body_bytes = max_body_bytes
         self.batch_size = batch_size
         self.manifest = getattr(model, "manifest", {})
-        self.input_description = describe_inputs(dict(model.encoders))
+        # A head that reads the batch (routing) takes records that are more than the encoder's objects.
+        head_reads_batch = bool(getattr(model.head, "reads_batch", False))
+        self.input_description = describe_inputs(dict(model.encoders), head_reads_batch)
         # Objects for a single tensor encoder are checked here, so a wrong type or size gets a
         # message about the request rather than about a matrix product.
         self._tensor_shape: tuple[int, ...] | None = None
         self._check_tensors = False
-        if len(model.encoders) == 1:
+        if len(model.encoders) == 1 and not head_reads_batch:
             encoder = next(iter(model.encoders.values()))
             self._check_tensors = takes_tensors(encoder)
             self._tensor_shape = tensor_input_shape(encoder) if self._check_tensors else None

@@ -85,9 +85,9 @@ def check_tensor_objects(objects: list[Any], expected: tuple[int, ...] | None) -
             raise DataError(f"item {i} has shape {list(shape)} but {what} {list(first)}")
 
 
-def describe_inputs(encoders: dict[str, Encoder]) -> dict[str, Any]:
+def describe_inputs(encoders: dict[str, Encoder], head_reads_batch: bool = False) -> dict[str, Any]:
     """A JSON description of what ``/encode`` accepts for these encoders."""
-    if len(encoders) == 1:
+    if len(encoders) == 1 and not head_reads_batch:
         encoder = next(iter(encoders.values()))
         if takes_tensors(encoder):
             shape = tensor_input_shape(encoder)

