@@ -129,6 +129,69 @@ def requirements(model: str = typer.Argument(..., help="saved model directory"))
 
 
 @app.command()
+def serve(
+    model: str = typer.Argument(..., help="saved model directory"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; the default is loopback only"),
+    port: int = typer.Option(8000, "--port", help="TCP port; 0 picks a free one (printed at start)"),
+    max_batch: int = typer.Option(256, "--max-batch", min=1, help="most objects in one request (more: 413)"),
+    max_body_bytes: int = typer.Option(8 * 1024 * 1024, "--max-body-bytes", min=1, help="largest request body (more: 413, not read)"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="objects per forward pass inside a request"),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, help="connections handled at once; more wait"),
+    trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run the local code saved with the model"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no access log"),
+) -> None:
+    """Serve a saved model over HTTP: POST /encode, GET /health, GET /info (JSON)."""
+    from simplug.serving.http import is_loopback, make_server
+    from simplug.serving.model import SimilarityModel
+
+    try:
+        loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
+        server = make_server(
+            loaded, host=host, port=port, max_batch=max_batch, max_body_bytes=max_body_bytes,
+            batch_size=batch_size, max_connections=max_connections, access_log=not quiet,
+        )
+    except SimplugError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port, or 0 for any free one")
+    if not is_loopback(host):
+        typer.echo(f"warning: listening on {host}, reachable from other machines; there is no authentication", err=True)
+    typer.echo(f"serving {model} on {server.url} (POST /encode, GET /health, GET /info); Ctrl-C stops")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("stopped", err=True)
+    finally:
+        server.server_close()
+
+
+@app.command("export")
+def export_model(
+    model: str = typer.Argument(..., help="saved model directory"),
+    output: str = typer.Option(..., "--output", "-o", help="file to write, e.g. model.onnx"),
+    fmt: str = typer.Option("onnx", "--format", help="export format (onnx)"),
+    part: str = typer.Option("model", "--part", help="'model' (tensor encoders + head) or 'head' (head alone)"),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="one object's shape where the encoder does not say: DIMS or KEY=DIMS, e.g. 3,28,28"),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset version"),
+    trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run the local code saved with the model"),
+) -> None:
+    """Export the tensor part of a saved model to ONNX, checked against PyTorch with onnxruntime."""
+    if fmt != "onnx":
+        _fail(f"unknown --format {fmt!r}; the formats are: onnx")
+    from simplug.serving.export import export_onnx, parse_input_shapes
+    from simplug.serving.model import SimilarityModel
+
+    try:
+        loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
+        shapes = parse_input_shapes(input_shape, list(loaded.encoders))
+        report = export_onnx(loaded, output, part=part, input_shapes=shapes, opset=opset)
+    except SimplugError as exc:
+        _fail(str(exc))
+    typer.echo(report.summary())
+
+
+@app.command()
 def train(
     config: str = typer.Argument(..., help="a TOML job config (see examples/chatterbot_categories/config.toml)"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="output directory (default: [output] dir)"),

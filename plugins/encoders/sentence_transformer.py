@@ -156,6 +156,10 @@ class SentenceTransformerEncoder(Encoder):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(dict(batch))["sentence_embedding"]
 
+    def export_example_objects(self) -> list[str]:
+        """Texts of different lengths that ``simplug export`` traces and checks the ONNX graph on."""
+        return ["a query", "what is the capital of France?", "hi", "a longer sentence, with several words and a comma"]
+
     def get_config_dict(self) -> dict[str, Any]:
         return {
             "model_path": self._model_path,
