@@ -4,7 +4,7 @@ On the same texts (the chatterbot corpus utterances) and the same batch size, in
 (1) sentence-transformers' ``SentenceTransformer.encode`` (the baseline),
 (2) ``SimilarityModel.encode`` of a model with the ``sentence_transformer`` encoder (what
     ``simplug encode`` and ``simplug serve`` run),
-(3) the cache fill of a frozen encoder, when this simplug has the cache (``simplug.cache``).
+(3) simplug's cache fill of the frozen encoder (what ``simplug train`` runs before epoch 1).
 Each is timed ``--repeats`` times, interleaved, and the medians and ratios to (1) are printed.
 Target: ratios at most 1.10.
 
@@ -34,16 +34,23 @@ def corpus_texts() -> list[str]:
 
 
 def cache_fill_timer(encoder, texts, batch_size):
-    """A callable running simplug's cache fill of ``encoder`` over ``texts``, or None."""
-    try:
-        from simplug.cache import fill_cache  # noqa: F401  (present once the cache has landed)
-    except ImportError:
-        return None
+    """A callable running simplug's cache fill of ``encoder`` over ``texts`` (the pass a
+    training run makes before its first epoch), as ``simplug train`` sets it up."""
+    from simplug import GroupSimilarityDataLoader, SimilarityGroupSample, TrainableModel
+
+    samples = [SimilarityGroupSample(obj=text, group=i % 7) for i, text in enumerate(texts)]
 
     def run():
-        from simplug.cache import fill_cache
-
-        return fill_cache(encoder, texts, batch_size=batch_size, show_progress=False)
+        model = TrainableModel.from_config({
+            "encoder": encoder,
+            "loss": {"name": "triplet"},
+            "cache": {"cache_type": "auto", "batch_size": batch_size},
+        })
+        loader = GroupSimilarityDataLoader(samples, batch_size=64)
+        model.setup_dataloader(loader)
+        model.setup_cache(loader)
+        model.fill_caches()
+        return model.cache_state
 
     return run
 
@@ -69,9 +76,7 @@ def main() -> None:
         "sentence-transformers encode": lambda: st_model.encode(texts, batch_size=args.batch_size, convert_to_tensor=True),
         "simplug SimilarityModel.encode": lambda: model.encode(texts, batch_size=args.batch_size, to_numpy=False),
     }
-    fill = cache_fill_timer(encoder, texts, args.batch_size)
-    if fill is not None:
-        runs["simplug cache fill"] = fill
+    runs["simplug cache fill"] = cache_fill_timer(encoder, texts, args.batch_size)
     print(f"{len(texts)} texts, batch size {args.batch_size}, torch threads {torch.get_num_threads()}, {args.repeats} repeats")
     reference = runs["simplug SimilarityModel.encode"]()
     baseline = runs["sentence-transformers encode"]().cpu()
