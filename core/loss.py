@@ -45,9 +45,19 @@ class PairwiseLoss(SimilarityLoss):
 
 
 class GroupLoss(SimilarityLoss):
-    """Loss over groups: ``forward(embeddings, groups)`` with one group id per embedding."""
+    """Loss over groups: ``forward(embeddings, groups)`` with one group id per embedding.
+
+    A batch in which no group has two items holds no positive pair, and most group losses
+    learn nothing from it; this warns (at the 1st, 10th, 100th... such batch, not at every
+    step) with the fix: balanced batches from ``GroupSimilarityDataLoader(m_per_group=...)``.
+    """
 
     target_kind = "groups"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.batches_without_positives = 0
+        self.register_forward_pre_hook(_count_batches_without_positives, with_kwargs=True)
 
     def forward(self, embeddings: torch.Tensor, groups: torch.LongTensor) -> torch.Tensor:  # type: ignore[override]
         raise NotImplementedError
@@ -56,3 +66,24 @@ class GroupLoss(SimilarityLoss):
 def subgroup_negatives(subgroups: torch.Tensor) -> torch.Tensor:
     """Boolean ``(n, n)`` matrix: True where two embeddings are in different subgroups."""
     return subgroups.unsqueeze(0) != subgroups.unsqueeze(1)
+
+
+def _count_batches_without_positives(loss: GroupLoss, args: tuple, kwargs: dict) -> None:
+    groups = kwargs.get("groups", args[1] if len(args) > 1 else None)
+    if not isinstance(groups, torch.Tensor) or groups.numel() == 0:
+        return
+    _, counts = torch.unique(groups, return_counts=True)
+    if bool((counts > 1).any()):
+        return
+    loss.batches_without_positives += 1
+    n = loss.batches_without_positives
+    if n == 10 ** (len(str(n)) - 1):  # 1, 10, 100, ...
+        import warnings
+
+        warnings.warn(
+            f"{type(loss).__name__}: {n} batch(es) so far had no two items of the same group, so "
+            "no positive pair to learn from; sample balanced batches with "
+            "GroupSimilarityDataLoader(..., m_per_group=4) (or [train] m_per_group in a config)",
+            RuntimeWarning,
+            stacklevel=2,
+        )

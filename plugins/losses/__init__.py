@@ -19,3 +19,8 @@ def register_losses(register):
         "simplug.plugins.losses.triplet:TripletLoss",
         summary="groups: triplet margin loss with hard / all / semi_hard mining",
     )
+    register(
+        "supervised_contrastive",
+        "simplug.plugins.losses.supervised_contrastive:SupervisedContrastiveLoss",
+        summary="groups: softmax over the batch with every same-group item as a positive (SupCon), temperature",
+    )
