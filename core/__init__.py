@@ -33,11 +33,15 @@ _LAZY = {
     "GroupMetric": "simplug.metric",
     "CacheBackend": "simplug.cache",
     "TrainableModel": "simplug.trainable",
+    "XbmConfig": "simplug.xbm",
     "Quaterion": "simplug.quaterion",
     "fit": "simplug.quaterion",
     "evaluate": "simplug.quaterion",
     "trainer_defaults": "simplug.quaterion",
     "Evaluator": "simplug.evaluation",
+    "PairSampler": "simplug.evaluation",
+    "GroupSampler": "simplug.evaluation",
+    "AttachedMetric": "simplug.metric",
     "SimilarityModel": "simplug.serving",
 }
 
@@ -61,6 +65,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from simplug.dataloader import GroupSimilarityDataLoader, PairsSimilarityDataLoader
     from simplug.distance import Distance
     from simplug.encoder import Encoder
+    from simplug.evaluation import Evaluator, GroupSampler, PairSampler
+    from simplug.metric import AttachedMetric, GroupMetric, Metric, PairMetric
     from simplug.head import EncoderHead
     from simplug.loss import GroupLoss, PairwiseLoss, SimilarityLoss
     from simplug.quaterion import Quaterion
@@ -68,3 +74,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from simplug.samples import SimilarityGroupSample, SimilarityPairSample
     from simplug.serving import SimilarityModel
     from simplug.trainable import TrainableModel
+    from simplug.xbm import XbmConfig

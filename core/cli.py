@@ -128,6 +128,83 @@ def requirements(model: str = typer.Argument(..., help="saved model directory"))
         typer.echo(f"# local code (load with trust_local_code=True): {note}")
 
 
+@app.command()
+def train(
+    config: str = typer.Argument(..., help="a TOML job config (see examples/chatterbot_categories/config.toml)"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="output directory (default: [output] dir)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="override [train] epochs"),
+) -> None:
+    """Train from a config; print held-out metrics before and after; save model, logs, report, plot."""
+    from simplug.jobs import run_training
+
+    try:
+        run_training(config, output_dir=out, epochs=epochs, echo=typer.echo)
+    except SimplugError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Argument(..., help="saved model directory"),
+    data: str = typer.Argument(..., help="JSONL/CSV of pairs (obj_a, obj_b) or groups (obj, group)"),
+    candidates: Optional[str] = typer.Option(
+        None, "--candidates", help="groups: known items to retrieve from (default: each item against the others)"
+    ),
+    kind: Optional[str] = typer.Option(None, "--kind", help="pairs or groups (default: from the fields)"),
+    fields: Optional[str] = typer.Option(
+        None, "--fields", help="your column names, e.g. obj=text,group=category (default: obj/group, obj_a/obj_b)"
+    ),
+    distance: str = typer.Option("cosine", "--distance"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run code saved with the model"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Retrieval metrics of a saved model on a data file."""
+    from simplug.jobs import format_comparison, run_evaluation
+
+    mapping = {}
+    for item in (fields or "").split(","):
+        if item.strip():
+            ours, sep, theirs = item.partition("=")
+            if not sep:
+                _fail(f"--fields takes name=column pairs separated by commas, got {item!r}")
+            mapping[ours.strip()] = theirs.strip()
+    if kind is None and mapping:
+        kind = "pairs" if {"obj_a", "obj_b"} & set(mapping) else "groups"
+    try:
+        metrics = run_evaluation(model, data, kind=kind, fields=mapping, candidates_path=candidates, distance=distance,
+                                 batch_size=batch_size, trust_local_code=trust_local_code)
+    except SimplugError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(metrics, indent=2) if as_json else format_comparison({"model": metrics}))
+
+
+@app.command()
+def encode(
+    model: str = typer.Argument(..., help="saved model directory"),
+    inputs: str = typer.Argument(..., help=".txt (one text per line), .jsonl (one JSON value per line), .json (a list) or .npy"),
+    output: str = typer.Option(..., "--output", "-o", help="where to write the embeddings (.npy)"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run code saved with the model"),
+) -> None:
+    """Embed objects from a file with a saved model and write them as a .npy array."""
+    import numpy as np
+
+    from simplug.datafiles import read_objects
+    from simplug.serving.model import SimilarityModel
+
+    if not output.endswith(".npy"):
+        _fail(f"the output is a NumPy file: give a path ending in .npy, got {output!r}")
+    try:
+        objects = read_objects(inputs)
+        loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
+        embeddings = loaded.encode(objects, batch_size=batch_size, show_progress=True)
+    except SimplugError as exc:
+        _fail(str(exc))
+    np.save(output, embeddings)
+    typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {output}")
+
+
 def main() -> None:
     try:
         app()

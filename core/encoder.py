@@ -31,6 +31,16 @@ def default_collate(batch: list[Any]) -> torch.Tensor:
         ) from exc
 
 
+def read_encoder_config(input_path: str) -> dict[str, Any]:
+    """The constructor arguments an encoder saved beside its weights."""
+    config_path = os.path.join(input_path, CONFIG_FILE)
+    try:
+        with open(config_path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"cannot read encoder config {config_path}: {exc}") from exc
+
+
 class Encoder(nn.Module):
     """Turns a batch of raw objects into a ``(batch, embedding_size)`` tensor.
 
@@ -67,13 +77,7 @@ class Encoder(nn.Module):
     def load(cls, input_path: str) -> "Encoder":
         from safetensors.torch import load_file
 
-        config_path = os.path.join(input_path, CONFIG_FILE)
-        try:
-            with open(config_path, encoding="utf-8") as fh:
-                config = json.load(fh)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelFormatError(f"cannot read encoder config {config_path}: {exc}") from exc
-        encoder = cls(**config)
+        encoder = cls(**read_encoder_config(input_path))
         weights = os.path.join(input_path, WEIGHTS_FILE)
         if os.path.exists(weights):
             missing, unexpected = encoder.load_state_dict(load_file(weights), strict=False)

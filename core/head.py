@@ -7,6 +7,10 @@ import torch
 from torch import nn
 
 
+#: batch entry holding, for heads that route rows (``reads_batch``), each row's option index
+ROUTES_KEY = "__routes__"
+
+
 class EncoderHead(nn.Module):
     """``forward(x) = transform(dropout(x))``.
 
@@ -27,6 +31,16 @@ class EncoderHead(nn.Module):
         self._dropout_p = float(dropout)
         self.dropout = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
 
+    #: True for a head whose ``forward(x, batch)`` also reads the model's batch (the switch
+    #: head reads each row's route there); ``SimilarityModel`` then passes the batch along
+    #: and lets ``prepare_records`` add entries to it when collating raw records.
+    reads_batch = False
+
+    def prepare_records(self, records: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+        """Split raw records into what the encoders take and extra batch entries for this
+        head. The default takes the records as they are and adds nothing."""
+        return records, {}
+
     @property
     def output_size(self) -> int:
         raise NotImplementedError
@@ -34,13 +48,16 @@ class EncoderHead(nn.Module):
     def transform(self, input_vectors: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, input_vectors: torch.Tensor) -> torch.Tensor:
+    def check_input(self, input_vectors: torch.Tensor) -> None:
         if input_vectors.dim() != 2 or input_vectors.shape[1] != self.input_embedding_size:
             raise ValueError(
                 f"{type(self).__name__} expects embeddings of shape (batch, "
                 f"{self.input_embedding_size}), got {tuple(input_vectors.shape)}: the encoders' "
                 "embedding_size must equal the head's input_embedding_size"
             )
+
+    def forward(self, input_vectors: torch.Tensor) -> torch.Tensor:
+        self.check_input(input_vectors)
         return self.transform(self.dropout(input_vectors))
 
     def get_config_dict(self) -> dict[str, Any]:

@@ -132,13 +132,26 @@ def write_manifest(directory: str, manifest: dict[str, Any]) -> None:
 def requirements(manifest: dict[str, Any]) -> list[str]:
     """pip requirement lines for the plugins a saved model needs."""
     lines = [f"simplug=={manifest.get('simplug_version')}"] if manifest.get("simplug_version") else []
-    for component in manifest["components"]:
-        if component.get("source") != "plugin":
-            continue
+    for component in _plugin_entries(manifest["components"]):
         line = f"{component['distribution']}=={component['version']}" if component.get("version") else component["distribution"]
         if line not in lines:
             lines.append(line)
     return lines
+
+
+def _plugin_entries(value: Any) -> list[dict[str, Any]]:
+    """Plugin components, including those nested in a component's config (the layers of a
+    sequential head, the options of a switch head)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(value, dict):
+        if value.get("source") == "plugin" and "distribution" in value:
+            found.append(value)
+        for item in value.values():
+            found.extend(_plugin_entries(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_plugin_entries(item))
+    return found
 
 
 def local_code_notes(manifest: dict[str, Any]) -> list[str]:

@@ -1,4 +1,15 @@
-"""Metric bases: retrieval quality of a batch or a whole data set of embeddings."""
+"""Metric bases: retrieval and pair-scoring quality of a batch or a whole data set.
+
+Retrieval metrics are computed one block of queries at a time. A ``QueryBlock`` holds the
+distances from a few queries to every candidate (one ``(block, N)`` matrix) and the
+relevance of each candidate; a metric turns it into one value per query. The mean over all
+queries is the metric. ``Metric.compute`` (one batch, e.g. during validation) is the same
+computation with the whole batch as a single block, so a data set evaluated block by block
+gives exactly what the full matrix would.
+
+Rankings are deterministic: candidates are ordered by distance and, among equal distances,
+by their index in the data set (a stable sort). A query never retrieves itself.
+"""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -6,37 +17,137 @@ from typing import Any, Mapping
 import torch
 
 from simplug.distance import Distance, resolve_distance
-from simplug.errors import DataError
+from simplug.errors import ConfigError, DataError
+
+
+# ---------------------------------------------------------------------------- relevance
+class Relevance:
+    """Which objects are relevant to which: same group, or the two sides of a positively
+    scored pair (both ways). An object is never relevant to itself."""
+
+    def __init__(self, targets: Mapping[str, Any], n: int):
+        self.n = n
+        if "groups" in targets:
+            self.groups: torch.Tensor | None = torch.as_tensor(targets["groups"]).long().cpu()
+            if self.groups.shape != (n,):
+                raise DataError(f"'groups' has shape {tuple(self.groups.shape)} but there are {n} embeddings")
+            _, inverse, counts = torch.unique(self.groups, return_inverse=True, return_counts=True)
+            self.n_relevant = counts[inverse] - 1
+        elif "pairs" in targets:
+            self.groups = None
+            pairs = torch.as_tensor(targets["pairs"]).long().cpu().reshape(-1, 2)
+            labels = torch.as_tensor(targets["labels"]).cpu().reshape(-1)
+            if len(labels) != len(pairs):
+                raise DataError(f"{len(pairs)} pairs but {len(labels)} labels")
+            if len(pairs) and (pairs.min() < 0 or pairs.max() >= n):
+                raise DataError(f"pair indices must lie in [0, {n}) for {n} embeddings")
+            keep = (labels > 0) & (pairs[:, 0] != pairs[:, 1])
+            a, b = pairs[keep, 0], pairs[keep, 1]
+            edges = torch.unique(torch.stack([torch.cat([a, b]), torch.cat([b, a])], dim=1), dim=0)
+            self.sources, self.targets = edges[:, 0], edges[:, 1]
+            self.n_relevant = torch.bincount(self.sources, minlength=n)
+        else:
+            raise DataError(f"metric targets need 'groups' or 'pairs', got keys {sorted(targets)}")
+
+    @property
+    def queries(self) -> torch.Tensor:
+        """Indices of the objects that have at least one relevant object."""
+        return torch.nonzero(self.n_relevant > 0).flatten()
+
+    def block(self, queries: torch.Tensor) -> torch.Tensor:
+        """Boolean ``(len(queries), n)``: relevance of every object to each query."""
+        if self.groups is not None:
+            rel = self.groups[queries].unsqueeze(1) == self.groups.unsqueeze(0)
+        else:
+            row_of = torch.full((self.n,), -1, dtype=torch.long)
+            row_of[queries] = torch.arange(len(queries))
+            rows = row_of[self.sources]
+            hit = rows >= 0
+            rel = torch.zeros(len(queries), self.n, dtype=torch.bool)
+            rel[rows[hit], self.targets[hit]] = True
+        rel[torch.arange(len(queries)), queries] = False
+        return rel
 
 
 def relevance_matrix(targets: Mapping[str, Any], n: int, device: torch.device | None = None) -> torch.Tensor:
-    """Boolean ``(n, n)``: ``[i, j]`` is True when object ``j`` is a relevant answer to query ``i``.
+    """Boolean ``(n, n)``: ``[i, j]`` is True when object ``j`` is a relevant answer to query ``i``."""
+    return Relevance(targets, n).block(torch.arange(n)).to(device)
 
-    Groups: same group. Pairs: the two sides of a pair with a positive score, both ways.
-    The diagonal (an object and itself) is never relevant.
+
+def nearest(distances: torch.Tensor, depth: int) -> torch.Tensor:
+    """Indices of the ``depth`` nearest candidates of each row, nearest first, ties broken
+    by index: exactly the first ``depth`` columns of a stable argsort, without sorting rows."""
+    rows, n = distances.shape
+    if depth <= 0:
+        return torch.empty(rows, 0, dtype=torch.long, device=distances.device)
+    if 4 * depth >= n:
+        return torch.sort(distances, dim=1, stable=True).indices[:, :depth]
+    threshold = torch.topk(distances, depth, dim=1, largest=False, sorted=True).values[:, -1:]
+    below = distances < threshold
+    # of the candidates tied at the threshold, keep the lowest indices, as a stable sort would
+    at = distances == threshold
+    room = depth - below.sum(dim=1, keepdim=True)
+    take = below | (at & (at.cumsum(dim=1) <= room))
+    chosen = torch.nonzero(take)[:, 1].view(rows, depth)  # ascending index within each row
+    order = torch.sort(distances.gather(1, chosen), dim=1, stable=True).indices
+    return chosen.gather(1, order)
+
+
+class QueryBlock:
+    """Distances from a block of queries to every candidate, and what a metric needs from
+    them: the relevance of the nearest candidates in rank order, the number of relevant
+    objects ``R`` of each query and the rank of its first relevant object.
+
+    ``distances[i, queries[i]]`` is set to ``inf`` (in place: the block owns ``distances``)
+    so a query never retrieves itself.
     """
-    if "groups" in targets:
-        groups = torch.as_tensor(targets["groups"], device=device)
-        rel = groups.unsqueeze(0) == groups.unsqueeze(1)
-    elif "pairs" in targets:
-        pairs = torch.as_tensor(targets["pairs"], device=device)
-        labels = torch.as_tensor(targets["labels"], device=device)
-        rel = torch.zeros(n, n, dtype=torch.bool, device=device)
-        keep = labels > 0
-        a, b = pairs[keep, 0], pairs[keep, 1]
-        rel[a, b] = True
-        rel[b, a] = True
-    else:
-        raise DataError(f"metric targets need 'groups' or 'pairs', got keys {sorted(targets)}")
-    rel.fill_diagonal_(False)
-    return rel
+
+    def __init__(self, distances: torch.Tensor, relevance: torch.Tensor, queries: torch.Tensor):
+        if not torch.isfinite(distances).all():
+            raise DataError(
+                "the distances contain NaN or inf (e.g. a zero-length embedding under the cosine "
+                "distance); check the model's embeddings"
+            )
+        self.distances = distances
+        rows = torch.arange(len(queries), device=distances.device)
+        self.distances[rows, queries.to(distances.device)] = float("inf")
+        self.relevance = relevance.to(distances.device)
+        self.queries = queries
+        self.n_relevant = self.relevance.sum(dim=1)
+        self.n_candidates = distances.shape[1] - 1
+        self._ranked: torch.Tensor | None = None
+
+    def prepare(self, depth: int) -> None:
+        """Rank the ``depth`` nearest candidates once for every metric of this block."""
+        depth = min(depth, self.n_candidates)
+        if self._ranked is None or self._ranked.shape[1] < depth:
+            self._ranked = self.relevance.gather(1, nearest(self.distances, depth))
+
+    def ranked_relevance(self, depth: int) -> torch.Tensor:
+        """Boolean ``(block, depth)``: is the i-th nearest candidate relevant."""
+        self.prepare(depth)
+        assert self._ranked is not None
+        return self._ranked[:, :depth]
+
+    def first_relevant_rank(self) -> torch.Tensor:
+        """1-based rank of each query's first relevant object (in the stable order)."""
+        big = torch.finfo(self.distances.dtype).max
+        d_rel = torch.where(self.relevance, self.distances, torch.full_like(self.distances, big))
+        best = d_rel.min(dim=1, keepdim=True).values
+        # the first relevant object in stable order: the lowest index among those at ``best``
+        index = torch.arange(self.distances.shape[1], device=self.distances.device).expand_as(self.distances)
+        first = torch.where(self.relevance & (self.distances == best), index, self.distances.shape[1]).min(dim=1, keepdim=True).values
+        ahead = (self.distances < best) | ((self.distances == best) & (index < first))
+        return ahead.sum(dim=1) + 1
 
 
+# ---------------------------------------------------------------------------- metrics
 class Metric:
-    """Computes one number from embeddings and the targets of the batch.
+    """Computes one number from embeddings and the targets of the batch or data set.
 
-    Subclasses implement ``compute_from_distances(distance_matrix, relevance)`` returning one
-    value per query; queries with no relevant object are skipped in the mean.
+    Retrieval metrics implement ``per_query(block)`` (one value per query of a
+    ``QueryBlock``) and ``depth(block)`` (how many nearest candidates they look at).
+    Queries with no relevant object are skipped in the mean.
     """
 
     #: "pairs", "groups" or "any"
@@ -53,21 +164,39 @@ class Metric:
     def get_config_dict(self) -> dict[str, Any]:
         return {"distance_metric_name": self.distance_metric_name}
 
-    def per_query(self, distances: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    def depth(self, block: QueryBlock) -> int:
+        return 0
+
+    def per_query(self, block: QueryBlock) -> torch.Tensor:
         raise NotImplementedError
 
     def compute(self, embeddings: torch.Tensor, targets: Mapping[str, Any]) -> torch.Tensor:
-        """Mean over the queries that have at least one relevant object."""
+        """Mean over the queries that have at least one relevant object (NaN when none has)."""
         embeddings = embeddings.detach()
-        n = embeddings.shape[0]
-        relevance = relevance_matrix(targets, n, device=embeddings.device)
-        distances = self.distance.distance_matrix(embeddings).clone()
-        distances.fill_diagonal_(float("inf"))  # an object never retrieves itself
-        has_relevant = relevance.any(dim=1)
-        if not has_relevant.any():
+        relevance = Relevance(targets, embeddings.shape[0])
+        queries = relevance.queries
+        if len(queries) == 0:
             return torch.tensor(float("nan"))
-        values = self.per_query(distances[has_relevant], relevance[has_relevant])
-        return values.float().mean()
+        distances = self.distance.distance_matrix(embeddings[queries.to(embeddings.device)], embeddings)
+        block = QueryBlock(distances, relevance.block(queries), queries)
+        block.prepare(self.depth(block))
+        return self.per_query(block).double().mean().float()
+
+
+def check_k(metric_name: str, k: int, block: QueryBlock) -> int:
+    if k > block.n_candidates:
+        raise DataError(
+            f"{metric_name} needs at least k={k} candidates per query but there are only "
+            f"{block.n_candidates} (every object but the query itself): lower k or evaluate on "
+            "more objects"
+        )
+    return k
+
+
+def check_positive_int(value: Any, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{argument} must be a positive int, got {value!r}")
+    return value
 
 
 class PairMetric(Metric):
@@ -76,3 +205,138 @@ class PairMetric(Metric):
 
 class GroupMetric(Metric):
     target_kind = "groups"
+
+
+class PairScoreMetric(Metric):
+    """A metric of the similarity scores of labelled pairs (not of rankings).
+
+    A pair is positive when its score (label) is above ``positive_above``. On group targets
+    every two objects of the batch form a pair, positive when they share a group.
+    Subclasses implement ``from_scores(similarities, positive)``.
+    """
+
+    target_kind = "pairs"
+
+    def __init__(self, distance_metric_name: str = "cosine", positive_above: float = 0.0):
+        super().__init__(distance_metric_name=distance_metric_name)
+        self.positive_above = float(positive_above)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**super().get_config_dict(), "positive_above": self.positive_above}
+
+    def from_scores(self, similarities: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def pair_scores(self, embeddings: torch.Tensor, targets: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if "pairs" in targets:
+            pairs = torch.as_tensor(targets["pairs"], device=embeddings.device).long().reshape(-1, 2)
+            labels = torch.as_tensor(targets["labels"], device=embeddings.device).reshape(-1)
+            a, b = pairs[:, 0], pairs[:, 1]
+            positive = labels > self.positive_above
+        elif "groups" in targets:
+            groups = torch.as_tensor(targets["groups"], device=embeddings.device)
+            a, b = torch.triu_indices(len(groups), len(groups), offset=1, device=embeddings.device)
+            positive = groups[a] == groups[b]
+        else:
+            raise DataError(f"metric targets need 'groups' or 'pairs', got keys {sorted(targets)}")
+        return self.distance.similarity(embeddings[a], embeddings[b]), positive
+
+    def compute(self, embeddings: torch.Tensor, targets: Mapping[str, Any]) -> torch.Tensor:
+        """NaN when the batch lacks positive or negative pairs."""
+        similarities, positive = self.pair_scores(embeddings.detach(), targets)
+        if positive.all() or not positive.any():
+            return torch.tensor(float("nan"))
+        return self.from_scores(similarities.double(), positive).float()
+
+
+class AttachedMetric:
+    """A metric logged during training as ``{name}_{stage}``, e.g. ``rr_validation``.
+
+    ``stages`` says where it is computed ("train", "validation", "test"); ``prog_bar``,
+    ``on_step`` and ``on_epoch`` are passed to Lightning's ``log``. Return these from
+    ``TrainableModel.configure_metrics`` (a bare ``Metric`` is logged under its own name on
+    validation and test).
+    """
+
+    STAGES = ("train", "validation", "test")
+
+    def __init__(
+        self,
+        name: str,
+        metric: Metric | str | Mapping[str, Any],
+        stages: str | tuple[str, ...] | list[str] = ("validation", "test"),
+        prog_bar: bool = False,
+        on_step: bool | None = None,
+        on_epoch: bool = True,
+    ):
+        from simplug.config import build_component
+
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"an AttachedMetric needs a non-empty name, got {name!r}")
+        stages = (stages,) if isinstance(stages, str) else tuple(stages)
+        wrong = [s for s in stages if s not in self.STAGES]
+        if wrong or not stages:
+            raise ConfigError(f"AttachedMetric stages must be some of {self.STAGES}, got {stages!r}")
+        self.name = name
+        self.metric: Metric = build_component("metrics", metric, Metric)
+        self.stages = stages
+        self.prog_bar = bool(prog_bar)
+        self.on_step = on_step
+        self.on_epoch = bool(on_epoch)
+
+    def log_options(self, stage: str) -> dict[str, Any]:
+        on_step = self.on_step if self.on_step is not None else stage == "train"
+        return {"prog_bar": self.prog_bar, "on_step": on_step, "on_epoch": self.on_epoch}
+
+    def compute(self, embeddings: torch.Tensor, targets: Mapping[str, Any]) -> torch.Tensor:
+        return self.metric.compute(embeddings, targets)
+
+    def __repr__(self) -> str:
+        return f"AttachedMetric({self.name!r}, {self.metric.name}, stages={self.stages})"
+
+
+def attach_metrics(metrics: Any) -> list[AttachedMetric]:
+    """What ``configure_metrics`` returned, as AttachedMetrics: a bare Metric is logged under
+    its own name on validation and test, in the progress bar."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, (Metric, AttachedMetric)):
+        metrics = [metrics]
+    attached = []
+    for metric in metrics:
+        if isinstance(metric, AttachedMetric):
+            attached.append(metric)
+        elif isinstance(metric, Metric):
+            attached.append(AttachedMetric(metric.name, metric, prog_bar=True))
+        else:
+            raise ConfigError(
+                f"configure_metrics must return simplug Metrics or AttachedMetrics, got {type(metric).__name__}"
+            )
+    names = [a.name for a in attached]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(
+            f"two metrics would be logged under the same name {', '.join(map(repr, repeated))}; give "
+            "one of them another name with AttachedMetric(name, metric) or a 'log': {'name': ...} entry"
+        )
+    return attached
+
+
+def attached_metric_from_config(spec: Any) -> Metric | AttachedMetric:
+    """A metric config, optionally with logging options under ``log``, e.g.
+    ``{"name": "recall", "k": 5, "log": {"name": "r5", "stages": ["train", "validation"]}}``."""
+    from simplug.config import build_component
+
+    if isinstance(spec, Mapping) and "log" in spec:
+        options = spec["log"]
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"a metric's 'log' entry is a table of AttachedMetric options, got {options!r}")
+        metric = build_component("metrics", {k: v for k, v in spec.items() if k != "log"}, Metric)
+        options = dict(options)
+        unknown = sorted(set(options) - {"name", "stages", "prog_bar", "on_step", "on_epoch"})
+        if unknown:
+            raise ConfigError(
+                f"unknown metric 'log' option(s) {unknown}; the options are: name, stages, prog_bar, on_step, on_epoch"
+            )
+        return AttachedMetric(options.pop("name", metric.name), metric, **options)
+    return build_component("metrics", spec, Metric)

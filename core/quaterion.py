@@ -21,6 +21,8 @@ _QUIET_WARNINGS = (
     r".*You are using a CUDA device.*",
     r".*LeafSpec.*",
     r".*You defined a `validation_step` but have no `val_dataloader`.*",
+    # frozen encoders keep their dropout off on purpose
+    r".*module\(s\) in eval mode at the start of training.*",
 )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any, Mapping
 
 import pytorch_lightning as pl
@@ -12,8 +13,9 @@ from simplug.encoder import Encoder
 from simplug.errors import ConfigError, DataError
 from simplug.head import EncoderHead
 from simplug.loss import SimilarityLoss
-from simplug.metric import Metric
+from simplug.metric import AttachedMetric, Metric, attach_metrics, attached_metric_from_config
 from simplug.serving.model import DEFAULT_ENCODER_KEY, SimilarityModel
+from simplug.xbm import CrossBatchMemory, XbmConfig
 
 STAGES = ("train", "validation", "test")
 
@@ -57,11 +59,8 @@ class TrainableModel(pl.LightningModule):
                 f"configure_loss must return a PairwiseLoss or GroupLoss, got {type(loss).__name__}"
             )
         self._loss = loss
-        metrics = self.configure_metrics() or []
-        self._metrics: list[Metric] = [metrics] if isinstance(metrics, Metric) else list(metrics)
-        for metric in self._metrics:
-            if not isinstance(metric, Metric):
-                raise ConfigError(f"configure_metrics must return simplug Metrics, got {type(metric).__name__}")
+        self._xbm = self._cross_batch_memory(self.configure_xbm())
+        self._metrics = attach_metrics(self.configure_metrics())
 
     # ------------------------------------------------------------------ hooks to override
     def configure_encoders(self) -> Encoder | dict[str, Encoder]:
@@ -81,13 +80,16 @@ class TrainableModel(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(self.trainable_parameters(), lr=1e-3)
 
-    def configure_metrics(self) -> Metric | list[Metric]:
+    def configure_metrics(self) -> Metric | AttachedMetric | list[Metric | AttachedMetric]:
+        """Metrics logged as ``{name}_{stage}``: a bare Metric on validation and test, an
+        ``AttachedMetric`` under its own name, stages and logging options."""
         return []
 
     def configure_caches(self) -> Any:
         return None
 
-    def configure_xbm(self) -> Any:
+    def configure_xbm(self) -> XbmConfig | None:
+        """Return an ``XbmConfig`` to add a cross-batch-memory term to a group loss."""
         return None
 
     def process_results(
@@ -106,16 +108,40 @@ class TrainableModel(pl.LightningModule):
 
     @property
     def metrics(self) -> list[Metric]:
-        return self._metrics
+        return [attached.metric for attached in self._metrics]
+
+    @property
+    def attached_metrics(self) -> list[AttachedMetric]:
+        """The metrics with the names and options they are logged under."""
+        return list(self._metrics)
+
+    @property
+    def xbm(self) -> CrossBatchMemory | None:
+        """The cross-batch memory set up from ``configure_xbm()``, or None."""
+        return self._xbm
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The model's trainable parameters, then the loss's own (e.g. arcface's group weights)."""
         params = [p for p in self._model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(
                 "nothing to train: every encoder is frozen and the head has no parameters; use a "
                 "head with weights (e.g. skip_connection) or a trainable encoder"
             )
-        return params
+        return params + [p for p in self._loss.parameters() if p.requires_grad]
+
+    def _cross_batch_memory(self, config: Any) -> CrossBatchMemory | None:
+        if config is None:
+            return None
+        if not isinstance(config, XbmConfig):
+            raise ConfigError(f"configure_xbm must return an XbmConfig or None, got {type(config).__name__}")
+        if self._loss.target_kind != "groups":
+            raise ConfigError(
+                f"cross-batch memory works with group losses, but {type(self._loss).__name__} is a pair loss; "
+                "drop the xbm config or use a group loss"
+            )
+        self._loss.check_xbm_support()
+        return CrossBatchMemory(config)
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: Any) -> torch.Tensor:
@@ -130,6 +156,11 @@ class TrainableModel(pl.LightningModule):
                 f"(batch {batch_idx}); check the input data and lower the learning rate"
             )
         loss = self._loss(embeddings, **targets)
+        if stage == "train" and self._xbm is not None:
+            xbm_term = self._xbm.loss_term(self._loss, embeddings, targets["groups"], self.global_step)
+            if xbm_term is not None:
+                self.log("loss_xbm_train", xbm_term.detach(), on_step=True, on_epoch=True, batch_size=len(embeddings))
+                loss = loss + self._xbm.config.weight * xbm_term
         if not torch.isfinite(loss):
             raise DataError(
                 f"the loss became {loss.item()} at {stage} step {self.global_step} (batch "
@@ -138,11 +169,11 @@ class TrainableModel(pl.LightningModule):
         batch_size = embeddings.shape[0]
         self.log(f"loss_{stage}", loss.detach(), on_step=stage == "train", on_epoch=True,
                  prog_bar=True, batch_size=batch_size)
-        if stage != "train":
-            for metric in self._metrics:
-                value = metric.compute(embeddings, targets)
+        for attached in self._metrics:
+            if stage in attached.stages:
+                value = attached.compute(embeddings, targets)
                 if not torch.isnan(value):
-                    self.log(f"{metric.name}_{stage}", value, on_epoch=True, prog_bar=True, batch_size=batch_size)
+                    self.log(f"{attached.name}_{stage}", value, batch_size=batch_size, **attached.log_options(stage))
         self.process_results(embeddings=embeddings, targets=targets, batch_idx=batch_idx, stage=stage)
         return loss
 
@@ -196,7 +227,7 @@ class TrainableModel(pl.LightningModule):
                 "name": record.qualified_name if record else type(self._loss).__qualname__,
                 "config": self._loss.get_config_dict(),
             },
-            "metrics": [m.name for m in self._metrics],
+            "metrics": [attached.name for attached in self._metrics],
         }
 
     def save_servable(self, path: str) -> str:
@@ -216,12 +247,16 @@ class TrainableModel(pl.LightningModule):
                 "loss": {"name": "triplet", "margin": 0.3},
                 "optimizer": {"name": "adam", "lr": 1e-3},
                 "metrics": [{"name": "retrieval_precision", "k": 1}],
+                "xbm": {"weight": 0.5, "buffer_size": 2048, "start_iteration": 100},  # optional
             })
+
+        A loss with per-group weights (arcface, cosface, softmax, center) gets
+        ``embedding_size`` from the head when the config leaves it out.
         """
         return ConfigTrainableModel(config)
 
 
-_CONFIG_KEYS = ("encoder", "encoders", "head", "heads", "loss", "optimizer", "metrics")
+_CONFIG_KEYS = ("encoder", "encoders", "head", "heads", "loss", "optimizer", "metrics", "xbm")
 _OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
 
 
@@ -273,13 +308,31 @@ class ConfigTrainableModel(TrainableModel):
         }
 
     def configure_loss(self) -> SimilarityLoss:
-        return build_component("losses", self._config["loss"], SimilarityLoss)
+        spec = self._config["loss"]
+        extra = {}
+        if not isinstance(spec, SimilarityLoss):
+            # losses with per-group weights need the embedding size: it is the head's output
+            from simplug.registry import get_registry
 
-    def configure_metrics(self) -> list[Metric]:
+            cls = get_registry().resolve("losses", split_spec(spec, "loss")[0])
+            if "embedding_size" in inspect.signature(cls).parameters:
+                extra["embedding_size"] = self._model.embedding_size
+        return build_component("losses", spec, SimilarityLoss, **extra)
+
+    def configure_xbm(self) -> XbmConfig | None:
+        spec = self._config.get("xbm")
+        if spec is None or isinstance(spec, XbmConfig):
+            return spec
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"'xbm' must be a table like {{weight = 1.0, buffer_size = 1000}}, got {type(spec).__name__}")
+        check_arguments(XbmConfig, spec, "xbm")
+        return XbmConfig(**spec)
+
+    def configure_metrics(self) -> list[Metric | AttachedMetric]:
         specs = self._config.get("metrics", [])
         if isinstance(specs, (str, Mapping)):
             specs = [specs]
-        return [build_component("metrics", spec, Metric) for spec in specs]
+        return [attached_metric_from_config(spec) for spec in specs]
 
     def configure_optimizers(self) -> Any:
         spec = copy.deepcopy(self._config.get("optimizer", {"name": "adam"}))

@@ -6,6 +6,7 @@ imports only the plugins the manifest names.
 from __future__ import annotations
 
 import os
+from functools import partial
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -98,6 +99,11 @@ class SimilarityModel(nn.Module):
         for where, one in self.heads.items():
             if not isinstance(one, EncoderHead):
                 raise ConfigError(f"{where} must be a simplug EncoderHead, got {type(one).__name__}")
+            if self.side_heads is not None and one.reads_batch:
+                raise ConfigError(
+                    f"the {where} {type(one).__name__} routes rows by what the batch holds, which a "
+                    "per-side head cannot do; use it as the one shared head"
+                )
             if total != one.input_embedding_size:
                 sizes = ", ".join(f"{k}={e.embedding_size}" for k, e in self.encoders.items())
                 raise ConfigError(
@@ -130,9 +136,11 @@ class SimilarityModel(nn.Module):
 
     def get_collate_fn(self) -> Callable[[Sequence[Any]], dict[str, Any]]:
         collates = {key: encoder.get_collate_fn() for key, encoder in self.encoders.items()}
+        prepare = self.head.prepare_records if self.head is not None and self.head.reads_batch else None
 
         def collate(records: Sequence[Any]) -> dict[str, Any]:
-            return {key: fn(list(records)) for key, fn in collates.items()}
+            records, extra = prepare(list(records)) if prepare is not None else (list(records), {})
+            return {**{key: fn(records) for key, fn in collates.items()}, **extra}
 
         return collate
 
@@ -155,15 +163,20 @@ class SimilarityModel(nn.Module):
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def forward(self, batch: Mapping[str, Any], side: str | torch.Tensor | None = None) -> torch.Tensor:
-        return self.apply_heads(self.encoder_embeddings(batch), side)
+        return self.apply_heads(self.encoder_embeddings(batch), side, batch)
 
-    def apply_heads(self, embeddings: torch.Tensor, side: str | torch.Tensor | None = None) -> torch.Tensor:
+    def apply_heads(
+        self, embeddings: torch.Tensor, side: str | torch.Tensor | None = None, batch: Any = None
+    ) -> torch.Tensor:
         """The head(s) on encoder embeddings. ``side``: ``None`` (shared head only), a side
         name for all rows, or a boolean tensor with one value per row, True where the row
-        is on the document side (see :func:`pair_document_mask`)."""
+        is on the document side (see :func:`pair_document_mask`). ``batch`` is the collated
+        input, for heads that read it (``reads_batch``, e.g. the switch head)."""
         if self.side_heads is None:
             if side is not None and not isinstance(side, torch.Tensor):
                 check_side(side)
+            if self.head.reads_batch:  # e.g. the switch head reads each row's route from the batch
+                return self.head(embeddings, batch)
             return self.head(embeddings)  # one head serves both sides
         if side is None:
             raise _side_needed()
@@ -193,6 +206,7 @@ class SimilarityModel(nn.Module):
         inputs: Sequence[Any],
         batch_size: int = 32,
         to_numpy: bool = True,
+        show_progress: bool = False,
         side: str | None = None,
     ) -> np.ndarray | torch.Tensor:
         """Embeddings of ``inputs`` (a list of raw objects), computed in batches in eval mode.
@@ -211,20 +225,52 @@ class SimilarityModel(nn.Module):
             check_side(side)
         elif self.side_heads is not None:
             raise _side_needed()
+        result = self._run_batches(inputs, batch_size, partial(self.forward, side=side), show_progress)
+        return result.numpy() if to_numpy else result
+
+    def encoder_outputs(self, inputs: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
+        """The encoders' concatenated outputs for ``inputs`` (what the head takes), in eval mode."""
+        return self._run_batches(inputs, batch_size, self.encoder_embeddings)
+
+    def _run_batches(
+        self, inputs: Sequence[Any], batch_size: int, fn: Callable[[Any], torch.Tensor], show_progress: bool = False
+    ) -> torch.Tensor:
         was_training = self.training
         self.eval()
         collate = self.get_collate_fn()
         device = self.device
+        order = self.encode_order(inputs)
+        ordered = inputs if order is None else [inputs[i] for i in order]
         outputs = []
         try:
             with torch.inference_mode():
-                for start in range(0, len(inputs), batch_size):
-                    batch = collate(list(inputs[start : start + batch_size]))
-                    outputs.append(self(move_to_device(batch, device), side=side).float().cpu())
+                starts = range(0, len(ordered), batch_size)
+                if show_progress:
+                    from tqdm import tqdm
+
+                    starts = tqdm(starts, desc="encoding", unit="batch")
+                for start in starts:
+                    batch = collate(list(ordered[start : start + batch_size]))
+                    outputs.append(fn(move_to_device(batch, device)).float().cpu())
         finally:
             self.train(was_training)
-        result = torch.cat(outputs) if outputs else torch.empty(0, self.embedding_size)
-        return result.numpy() if to_numpy else result
+        if not outputs:
+            return torch.empty(0, self.embedding_size)
+        result = torch.cat(outputs)
+        if order is not None:
+            unsorted = torch.empty_like(result)
+            unsorted[torch.as_tensor(order, dtype=torch.long)] = result
+            result = unsorted
+        return result
+
+    def encode_order(self, inputs: Sequence[Any]) -> Sequence[int] | None:
+        """The order to encode ``inputs`` in (e.g. texts by length), or None for as given."""
+        for encoder in self.encoders.values():
+            order_fn = getattr(encoder, "cache_fill_order", None)
+            order = order_fn(inputs) if order_fn is not None else None
+            if order is not None:
+                return order
+        return None
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str, training: dict[str, Any] | None = None) -> str:

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 import simplug
-from conftest import run_cli
-from simplug.errors import ConfigError
+from conftest import run_cli, run_python
+from simplug.errors import ConfigError, DataError
+from simplug.head import ROUTES_KEY
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 from simplug.registry import get_registry
 
@@ -29,6 +30,17 @@ CASES = {
         {"output_sizes": (6, 3), "activation_fn": "leaky_relu"},
     ],
     "widening": [{}, {"expansion_factor": 1.5, "activation_fn": "tanh"}],
+    "sequential": [
+        {"layers": [{"type": "Linear", "out_features": 9}, "gelu", {"type": "LayerNorm"}, {"head": "gated"}]},
+        {"layers": [{"head": "skip_connection", "n_layers": 2}, "Tanh", {"type": "Linear", "args": {"out_features": 5, "bias": False}}],
+         "output_size": 5},
+    ],
+    "switch": [
+        {"options": {"a": {"head": "skip_connection"}, "b": {"type": "Linear", "out_features": 12}}, "default": "a"},
+        {"options": {"q": {"head": "stacked_projection", "output_sizes": [7]}, "d": {"type": "Linear", "out_features": 7},
+                     "e": {"head": "sequential", "layers": ["relu", {"type": "Linear", "out_features": 7}]}},
+         "route_key": "side"},
+    ],
 }
 ALL_NAMES = sorted(CASES)
 PARAMS = [pytest.param(name, args, id=f"{name}-{i}") for name in ALL_NAMES for i, args in enumerate(CASES[name])]
@@ -43,6 +55,18 @@ def build_head(name, args, seed=0):
     head = head_class(name)(IN, **args)
     perturb(head, seed)
     return head
+
+
+def routes_for(head, rows):
+    """A batch that sends the rows of a switch head round-robin through every option."""
+    if not head.reads_batch:
+        return None
+    return {ROUTES_KEY: torch.arange(rows) % len(head.names)}
+
+
+def run(head, x):
+    batch = routes_for(head, x.shape[0])
+    return head(x) if batch is None else head(x, batch)
 
 
 def perturb(module, seed=0):
@@ -114,7 +138,35 @@ def reference(name, head, x):
         assert sd["expand.weight"].shape == (hidden, IN) and sd["project.weight"].shape == (IN, hidden)
         h = activation_ref(head.activation_fn, linear_ref(x, sd["expand.weight"], sd["expand.bias"]))
         return linear_ref(h, sd["project.weight"], sd["project.bias"])
+    if name == "sequential":
+        for layer in head.layers:
+            x = layer_reference(layer, x)
+        return x
+    if name == "switch":
+        routes = routes_for(head, x.shape[0])[ROUTES_KEY]
+        rows = [layer_reference(head.options[head.names[int(r)]], x[i : i + 1]) for i, r in enumerate(routes)]
+        return torch.cat(rows)
     raise AssertionError(name)
+
+
+def layer_reference(layer, x):
+    """One layer of a sequential head or switch option, written out."""
+    from simplug.head import EncoderHead
+
+    if isinstance(layer, EncoderHead):
+        return reference(get_registry().find_instance("heads", layer).name, layer, x)
+    sd = {k: v.detach().double() for k, v in layer.state_dict().items()}
+    if isinstance(layer, nn.Linear):
+        bias = sd.get("bias", torch.zeros(layer.out_features, dtype=torch.float64))
+        return linear_ref(x, sd["weight"], bias)
+    if isinstance(layer, nn.LayerNorm):
+        mean = x.mean(dim=1, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + layer.eps) * sd["weight"] + sd["bias"]
+    for act in ("relu", "gelu", "tanh", "identity"):
+        if type(layer).__name__.lower() == act:
+            return activation_ref(act, x)
+    raise AssertionError(type(layer))
 
 
 # ---------------------------------------------------------------- tests
@@ -128,7 +180,7 @@ def test_every_head_is_covered():
 @pytest.mark.parametrize("name,args", PARAMS)
 def test_output_shape(name, args):
     head = build_head(name, args)
-    out = head(torch.randn(5, IN))
+    out = run(head, torch.randn(5, IN))
     assert out.shape == (5, head.output_size)
     assert out.dtype == torch.float32
 
@@ -137,7 +189,7 @@ def test_output_shape(name, args):
 def test_gradients_reach_every_parameter(name, args):
     head = build_head(name, args)
     x = torch.randn(6, IN, requires_grad=True)
-    out = head(x)
+    out = run(head, x)
     # a non-symmetric objective: the sum of a softmax group is constant, so weight outputs
     (out * torch.randn_like(out)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -151,7 +203,7 @@ def test_math_matches_a_slow_reference(name, args):
     head = build_head(name, args).eval()
     x = torch.randn(7, IN)
     with torch.no_grad():
-        got = head(x).double()
+        got = run(head, x).double()
     expected = reference(name, head, x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -210,7 +262,7 @@ def test_config_round_trip(name, args):
     rebuilt.load_state_dict(head.state_dict())
     head.eval(), rebuilt.eval()
     x = torch.randn(3, IN)
-    assert torch.equal(head(x), rebuilt(x))
+    assert torch.equal(run(head, x), run(rebuilt, x))
 
 
 def test_stacked_projection_config_is_a_list():
@@ -234,6 +286,9 @@ def test_save_load_is_bit_identical(name, args, tmp_path):
     assert type(loaded.head) is type(head)
     assert loaded.head.get_config_dict() == head.get_config_dict()
     inputs = [torch.randn(8) for _ in range(9)]
+    if head.reads_batch:  # records name their switch option; with a default some need not
+        inputs = [{"obj": v, head.route_key: head.names[i % len(head.names)]} if i % 3 or head.default is None else v
+                  for i, v in enumerate(inputs)]
     expected = model.model.encode(inputs, batch_size=4)
     got = loaded.encode(inputs, batch_size=4)
     assert got.shape == (9, head.output_size)
@@ -263,6 +318,22 @@ BAD = [
     ("softmax_embeddings", {"output_groups": 2, "output_size_per_group": -1}, r"output_size_per_group must be a positive int"),
     ("softmax_embeddings", {"output_groups": 2.0, "output_size_per_group": 3}, r"output_groups"),
     ("gated", {"dropout": 1.5}, r"dropout"),
+    ("sequential", {"layers": []}, r"layers must be a non-empty list"),
+    ("sequential", {"layers": "Linear"}, r"layers must be a non-empty list"),
+    ("sequential", {"layers": ["Sequential"]}, r"layers\[0\].*'Sequential' is not a torch.nn layer"),
+    ("sequential", {"layers": ["os.system"]}, r"'os.system' is not a torch.nn layer"),
+    ("sequential", {"layers": [{"type": "Linear", "out_feature": 3}]}, r"layers\[0\].*Linear.*failed"),
+    ("sequential", {"layers": [{"type": "Linear", "out_features": 4}], "output_size": 5}, r"end with 4 features.*output_size=5"),
+    ("sequential", {"layers": ["relu", {"head": "gated", "input_embedding_size": 3}]}, r"layers\[1\].*takes 3 features but gets 12"),
+    ("sequential", {"layers": [{"type": "Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}]}, r"cannot take inputs of 12"),
+    ("sequential", {"layers": [{"type": "Flatten", "start_dim": 0}]}, r"must map \(batch, features\)"),
+    ("sequential", {"layers": [{"head": "switch", "options": {"a": "Identity"}}]}, r"cannot be nested"),
+    ("sequential", {"layers": [{"head": "no_such_head"}]}, r"no_such_head"),
+    ("sequential", {"layers": [42]}, r"a layer is a torch.nn layer name"),
+    ("switch", {"options": {}}, r"options must be a non-empty table"),
+    ("switch", {"options": {"a": {"type": "Linear", "out_features": 3}, "b": "Identity"}}, r"same size.*'a': 3.*'b': 12"),
+    ("switch", {"options": {"a": "Identity"}, "default": "z"}, r"default 'z' is not one of the options \['a'\]"),
+    ("switch", {"options": {"a": "Identity"}, "route_key": "obj"}, r"route_key"),
 ]
 
 
@@ -302,3 +373,127 @@ def test_cli_lists_every_head():
     names = {r["name"] for r in records}
     assert set(ALL_NAMES) <= names
     assert all(r["status"] == "ok" for r in records if r["name"] in ALL_NAMES)
+
+
+# ---------------------------------------------------------------- switch routing
+def switch_head(**kwargs):
+    torch.manual_seed(0)
+    head = head_class("switch")(IN, options={"query": {"head": "skip_connection"}, "doc": "Identity"}, **kwargs)
+    perturb(head)
+    return head
+
+
+def test_switch_routes_each_record_by_its_key():
+    head = switch_head(default="doc").eval()
+    encoder = TorchModuleEncoder(nn.Identity(), embedding_size=IN)
+    model = simplug.serving.SimilarityModel(encoder, head)
+    vectors = [torch.randn(IN) for _ in range(5)]
+    records = [{"obj": vectors[0], "route": "query"}, vectors[1], {"obj": vectors[2], "route": "doc"},
+               {"obj": vectors[3], "route": "query"}, vectors[4]]
+    out = model.encode(records, batch_size=5, to_numpy=False)
+    query = head.options["query"]
+    with torch.no_grad():
+        for i, v in enumerate(vectors):
+            expected = query(v[None]) if i in (0, 3) else v[None]
+            torch.testing.assert_close(out[i : i + 1], expected, rtol=1e-6, atol=1e-6)
+            if i not in (0, 3):
+                assert torch.equal(out[i : i + 1], expected), i  # the identity option is exact
+    # batches of one give the same rows (up to the rounding of a different matmul shape)
+    torch.testing.assert_close(model.encode(records, batch_size=1, to_numpy=False), out, rtol=1e-6, atol=1e-6)
+
+
+def test_switch_bad_records_are_explained():
+    head = switch_head()
+    with pytest.raises(DataError, match=r"record 1 does not say which switch option.*'route': one of \['doc', 'query'\]"):
+        head.prepare_records([{"obj": 1, "route": "doc"}, 5])
+    with pytest.raises(DataError, match=r"record 0 has route='answer', which is not one of the options"):
+        head.prepare_records([{"obj": 1, "route": "answer"}])
+    with pytest.raises(DataError, match=r"record 0 names a route but has no 'obj'"):
+        head.prepare_records([{"text": 1, "route": "doc"}])
+    with pytest.raises(DataError, match="got no routes"):
+        head(torch.randn(3, IN))
+    # routes may also be given by name in a hand-made batch
+    x = torch.randn(2, IN)
+    assert torch.equal(head(x, {ROUTES_KEY: ["doc", "query"]}), head(x, {ROUTES_KEY: torch.tensor([0, 1])}))
+
+
+def test_sequential_and_switch_train_from_a_config(tmp_path):
+    from data import pair_points
+
+    pairs = [simplug.SimilarityPairSample({"obj": s.obj_a, "route": "query"}, {"obj": s.obj_b, "route": "doc"}, s.score, s.subgroup)
+             for s in pair_points(n_pairs=32)]
+    encoder = TorchModuleEncoder(nn.Linear(12, 8), embedding_size=8)
+    config = {
+        "encoder": encoder,
+        "head": {"name": "switch", "options": {
+            "query": {"head": "sequential", "layers": [{"type": "Linear", "out_features": 8}, "gelu", {"head": "gated"}]},
+            "doc": {"head": "gated"}}},
+        "loss": "multiple_negatives_ranking",
+        "optimizer": {"name": "adam", "lr": 0.05},
+    }
+    model = simplug.TrainableModel.from_config(config)
+    before = {k: v.clone() for k, v in model.model.head.state_dict().items()}
+    simplug.Quaterion.fit(model, train_dataloader=simplug.PairsSimilarityDataLoader(pairs, batch_size=16),
+                          max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                          enable_checkpointing=False)
+    after = model.model.head.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("options.query.") for k in changed) and any(k.startswith("options.doc.") for k in changed)
+    path = str(tmp_path / "switch")
+    model.save_servable(path)
+    records = [p.obj_a for p in pairs[:5]] + [p.obj_b for p in pairs[:5]]
+    code = f"""
+import sys, torch, numpy as np
+from simplug.serving import SimilarityModel
+m = SimilarityModel.load({path!r})
+torch.manual_seed(1)
+v = [torch.randn(12) for _ in range(4)]
+out = m.encode([{{"obj": v[0], "route": "query"}}, {{"obj": v[1], "route": "doc"}}], batch_size=2)
+print("SHAPE", out.shape)
+print("UNRELATED", [n for n in sys.modules if n.startswith(("simplug.plugins.losses", "simplug.plugins.metrics", "pytorch_lightning"))])
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert "SHAPE (2, 8)" in result.stdout and "UNRELATED []" in result.stdout
+    loaded = simplug.serving.SimilarityModel.load(path)
+    assert np.array_equal(loaded.encode(records, batch_size=4), model.model.encode(records, batch_size=4))
+
+
+def test_sequential_saves_no_pickle_and_names_only_torch_layers(tmp_path):
+    encoder = TorchModuleEncoder(nn.Linear(8, 12), embedding_size=12)
+    model = simplug.TrainableModel.from_config({"encoder": encoder, "loss": "triplet", "head": {
+        "name": "sequential", "layers": [{"type": "Linear", "out_features": 6}, "ReLU"]}})
+    path = tmp_path / "seq"
+    model.save_servable(str(path))
+    manifest = json.loads((path / "manifest.json").read_text())
+    head = [c for c in manifest["components"] if c["role"] == "head"][0]
+    assert head["config"]["layers"] == [
+        {"type": "Linear", "args": {"in_features": 12, "out_features": 6, "bias": True}},
+        {"type": "ReLU", "args": {"inplace": False}},
+    ]
+    assert not list(path.rglob("*.pt")) and not list(path.rglob("*.pkl")) and not list(path.rglob("*.bin"))
+    # a manifest edited to name something outside torch.nn is refused, not imported
+    head["config"]["layers"][1] = {"type": "os.system", "args": {}}
+    with pytest.raises(ConfigError, match="'os.system' is not a torch.nn layer"):
+        head_class("sequential")(**head["config"])
+
+
+def test_nested_heads_are_named_in_requirements_and_checked_on_load(tmp_path):
+    from simplug.errors import MissingPluginError
+    from simplug.manifest import requirements
+
+    encoder = TorchModuleEncoder(nn.Linear(8, 12), embedding_size=12)
+    model = simplug.TrainableModel.from_config({"encoder": encoder, "loss": "triplet", "head": {
+        "name": "switch", "options": {"a": {"head": "gated"}, "b": {"head": "sequential", "layers": [{"head": "gated"}]}},
+        "default": "a"}})
+    path = tmp_path / "nested"
+    model.save_servable(str(path))
+    manifest = json.loads((path / "manifest.json").read_text())
+    head = [c for c in manifest["components"] if c["role"] == "head"][0]
+    nested = head["config"]["options"]["b"]["config"]["layers"][0]
+    assert nested["name"] == "gated" and nested["distribution"] == "simplug"
+    nested.update(distribution="simplug-fancy-heads", version="2.1.0", plugin="fancy")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert "simplug-fancy-heads==2.1.0" in requirements(manifest)
+    with pytest.raises(MissingPluginError, match=r"pip install 'simplug-fancy-heads==2\.1\.0'"):
+        simplug.serving.SimilarityModel.load(str(path))

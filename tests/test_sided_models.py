@@ -53,7 +53,7 @@ def test_query_only_model_leaves_documents_to_the_encoder():
     assert not np.allclose(model.encode(inputs, side="query"), raw.numpy())
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 def test_training_applies_the_query_head_to_obj_a_and_the_document_head_to_obj_b():
     trainable = build()
     data = pair_points(n_pairs=16)

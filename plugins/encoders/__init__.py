@@ -9,3 +9,8 @@ def register_encoders(register):
         "simplug.plugins.encoders.torch_module:TorchModuleEncoder",
         summary="wraps any torch.nn.Module that maps a tensor batch to embeddings",
     )
+    register(
+        "sentence_transformer",
+        "simplug.plugins.encoders.sentence_transformer:SentenceTransformerEncoder",
+        summary="text: a local sentence-transformers model (default all-MiniLM-L6-v2), frozen or partly trainable",
+    )

@@ -26,3 +26,13 @@ def register_heads(register):
         "simplug.plugins.heads.widening:WideningHead",
         summary="in -> in * expansion_factor -> activation -> in",
     )
+    register(
+        "sequential",
+        "simplug.plugins.heads.sequential:SequentialHead",
+        summary="torch.nn layers and registered heads in turn, described in the config (no pickle)",
+    )
+    register(
+        "switch",
+        "simplug.plugins.heads.switch:SwitchHead",
+        summary="routes each record to one of several heads or layers by a key in the record",
+    )

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 
-from simplug.loss import PairwiseLoss, subgroup_negatives
+from simplug.loss import PairwiseLoss, pairs_and_subgroup_negatives
 
 
 class ContrastiveLoss(PairwiseLoss):
@@ -25,18 +24,11 @@ class ContrastiveLoss(PairwiseLoss):
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "margin": self.margin}
 
-    def forward(self, embeddings, pairs, labels, subgroups):  # type: ignore[override]
-        rep_a = embeddings[pairs[:, 0]]
-        rep_b = embeddings[pairs[:, 1]]
-        scores = labels.to(embeddings.dtype).clamp(0.0, 1.0)
-        d = self.distance_metric.distance(rep_a, rep_b)
-        terms = 0.5 * (scores * d.pow(2) + (1.0 - scores) * F.relu(self.margin - d).pow(2))
-        total = terms.sum()
-        count = terms.numel()
-        negatives = torch.triu(subgroup_negatives(subgroups), diagonal=1)
-        if negatives.any():
-            dm = self.distance_metric.distance_matrix(embeddings)
-            neg_terms = 0.5 * F.relu(self.margin - dm[negatives]).pow(2)
-            total = total + neg_terms.sum()
-            count += neg_terms.numel()
-        return total / count
+    def compute(self, embeddings, pairs, labels, subgroups):  # type: ignore[override]
+        distances, scores = pairs_and_subgroup_negatives(
+            embeddings, pairs, labels, subgroups,
+            self.distance_metric.distance, self.distance_metric.distance_matrix,
+        )
+        scores = scores.clamp(0.0, 1.0)
+        terms = 0.5 * (scores * distances.pow(2) + (1.0 - scores) * F.relu(self.margin - distances).pow(2))
+        return terms.mean()

@@ -25,7 +25,7 @@ class MultipleNegativesRankingLoss(PairwiseLoss):
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "scale": self.scale, "symmetric": self.symmetric}
 
-    def forward(self, embeddings, pairs, labels, subgroups):  # type: ignore[override]
+    def compute(self, embeddings, pairs, labels, subgroups):  # type: ignore[override]
         positive = labels > 0
         if not positive.any():
             raise DataError(

@@ -5,19 +5,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from simplug.loss import GroupLoss
+from simplug.loss import EmbeddingGroupLoss, group_masks
 
 MINING = ("hard", "all", "semi_hard")
 
 
-class TripletLoss(GroupLoss):
+class TripletLoss(EmbeddingGroupLoss):
     """Triplet margin loss ``relu(d(a, p) - d(a, n) + margin)`` over in-batch triplets.
 
     ``mining``: ``hard`` takes the farthest positive and the nearest negative per anchor;
     ``all`` averages over every triplet with a non-zero loss; ``semi_hard`` takes, per
     anchor-positive pair, the nearest negative farther than the positive (or the farthest
     negative when there is none). ``soft=True`` replaces the hinge with the margin-free
-    ``softplus(d(a, p) - d(a, n))`` (the soft-margin form of Hermans et al., 2017).
+    ``softplus(d(a, p) - d(a, n))`` (the soft-margin form of Hermans et al., 2017); with
+    ``all`` every triplet then counts, which costs anchors x positives x negatives memory
+    (prefer ``hard`` or ``semi_hard`` with a large cross-batch memory).
     """
 
     def __init__(
@@ -40,12 +42,9 @@ class TripletLoss(GroupLoss):
     def _hinge(self, x: torch.Tensor) -> torch.Tensor:
         return F.softplus(x) if self.soft else F.relu(x + self.margin)
 
-    def forward(self, embeddings: torch.Tensor, groups: torch.LongTensor) -> torch.Tensor:  # type: ignore[override]
-        dist = self.distance_metric.distance_matrix(embeddings)
-        same = groups.unsqueeze(0) == groups.unsqueeze(1)
-        eye = torch.eye(len(groups), dtype=torch.bool, device=groups.device)
-        positive = same & ~eye
-        negative = ~same
+    def reference_loss(self, embeddings, groups, references, reference_groups, same_set):  # type: ignore[override]
+        dist = self.distance_metric.distance_matrix(embeddings, None if same_set else references)
+        positive, negative = group_masks(groups, reference_groups, same_set)
         zero = embeddings.sum() * 0.0  # keeps the graph when no triplet exists
         if self.mining == "hard":
             hardest_pos = dist.masked_fill(~positive, float("-inf")).amax(dim=1)
@@ -54,21 +53,31 @@ class TripletLoss(GroupLoss):
             if not valid.any():
                 return zero
             return self._hinge(hardest_pos[valid] - hardest_neg[valid]).mean()
-        if self.mining == "all":
-            # (anchor, positive, negative) cube
+        if self.mining == "all" and self.soft:
+            # softplus is never zero: every (anchor, positive, negative) triplet counts
             mask = positive.unsqueeze(2) & negative.unsqueeze(1)
-            losses = self._hinge(dist.unsqueeze(2) - dist.unsqueeze(1))[mask]
-            nonzero = losses[losses > 1e-16]
-            return nonzero.mean() if nonzero.numel() else zero
-        # semi_hard
-        d_ap = dist.unsqueeze(2)  # (a, p, 1)
-        d_an = dist.unsqueeze(1)  # (a, 1, n)
-        neg = negative.unsqueeze(1)
-        semi = neg & (d_an > d_ap)
-        nearest_semi = torch.where(semi, d_an, torch.full_like(d_an, float("inf"))).amin(dim=2)
-        farthest_neg = torch.where(neg, d_an, torch.full_like(d_an, float("-inf"))).amax(dim=2)
-        chosen = torch.where(torch.isfinite(nearest_semi), nearest_semi, farthest_neg)
-        valid = positive & negative.any(1, keepdim=True)
+            if not mask.any():
+                return zero
+            return F.softplus(dist.unsqueeze(2) - dist.unsqueeze(1))[mask].mean()
+        # Each anchor's negative distances, sorted, let "all" and "semi_hard" find for every
+        # (anchor, positive) the negatives they need by binary search, in (n, m) memory
+        # instead of an (n, m, m) triplet cube (m is large with cross-batch memory).
+        neg_sorted, _ = dist.masked_fill(~negative, float("inf")).sort(dim=1)
+        neg_count = negative.sum(dim=1, keepdim=True)
+        if self.mining == "all":
+            # the hinge is non-zero for negatives nearer than d(a, p) + margin
+            bound = (dist + self.margin).contiguous()
+            violating = torch.searchsorted(neg_sorted.detach(), bound.detach())
+            violating = torch.minimum(violating, neg_count).masked_fill(~positive, 0)
+            prefix = torch.cat([zero.expand(len(dist), 1), neg_sorted.masked_fill(neg_sorted.isinf(), 0.0).cumsum(1)], 1)
+            total = (violating * bound - prefix.gather(1, violating)).sum()
+            count = violating.sum()
+            return total / count if count > 0 else zero
+        # semi_hard: the nearest negative farther than the positive, else the farthest negative
+        farther = torch.searchsorted(neg_sorted.detach(), dist.detach().contiguous(), right=True)
+        chosen_index = torch.where(farther < neg_count, farther, (neg_count - 1).clamp(min=0).expand_as(farther))
+        chosen = neg_sorted.gather(1, chosen_index)
+        valid = positive & (neg_count > 0)
         if not valid.any():
             return zero
         return self._hinge(dist[valid] - chosen[valid]).mean()

@@ -1,38 +1,57 @@
+"""Retrieval metrics: every object with a relevant object is a query against all the others.
+
+Each metric gives one value per query from a ``QueryBlock`` (see ``simplug.metric``), so the
+same code serves a validation batch and a data set evaluated block by block.
+"""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
 
-from simplug.errors import DataError
-from simplug.metric import Metric
+from simplug.metric import Metric, QueryBlock, check_k, check_positive_int
 
 
-class RetrievalPrecision(Metric):
-    """Precision@k: the share of relevant objects among each query's k nearest neighbours."""
+class _AtK(Metric):
+    """A metric of each query's k nearest candidates."""
+
+    label = ""
 
     def __init__(self, k: int = 1, distance_metric_name: str = "cosine"):
         super().__init__(distance_metric_name=distance_metric_name)
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        self.k = k
+        self.k = check_positive_int(k, "k")
 
     @property
     def name(self) -> str:
-        return f"retrieval_precision@{self.k}"
+        return f"{self.label}@{self.k}"
 
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "k": self.k}
 
-    def per_query(self, distances: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-        candidates = distances.shape[1] - 1  # every object but the query itself
-        if self.k > candidates:
-            raise DataError(
-                f"precision@{self.k} needs at least {self.k} candidates per query but there are "
-                f"{candidates}: lower k or evaluate on more objects"
-            )
-        nearest = distances.topk(self.k, dim=1, largest=False).indices
-        return relevance.gather(1, nearest).float().mean(dim=1)
+    def depth(self, block: QueryBlock) -> int:
+        return check_k(self.name, self.k, block)
+
+
+class RetrievalPrecision(_AtK):
+    """Precision@k: the share of relevant objects among each query's k nearest neighbours."""
+
+    label = "retrieval_precision"
+
+    def per_query(self, block: QueryBlock) -> torch.Tensor:
+        return block.ranked_relevance(self.depth(block)).double().sum(dim=1) / self.k
+
+
+class Recall(_AtK):
+    """Recall@k as a hit rate: 1 for a query when at least one relevant object is among its
+    k nearest neighbours, else 0 (the "recall@k" of image-retrieval papers and of
+    pytorch-metric-learning's ``precision_at_1`` for k=1). It is not the share of all relevant
+    objects found in the top k; ``retrieval_precision`` and ``retrieval_r_precision`` count
+    those."""
+
+    label = "recall"
+
+    def per_query(self, block: QueryBlock) -> torch.Tensor:
+        return block.ranked_relevance(self.depth(block)).any(dim=1).double()
 
 
 class RetrievalReciprocalRank(Metric):
@@ -42,8 +61,49 @@ class RetrievalReciprocalRank(Metric):
     def name(self) -> str:
         return "retrieval_reciprocal_rank"
 
-    def per_query(self, distances: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-        order = distances.argsort(dim=1, stable=True)
-        ranked = relevance.gather(1, order)
-        first = ranked.float().argmax(dim=1)  # index of the first True
-        return 1.0 / (first.float() + 1.0)
+    def per_query(self, block: QueryBlock) -> torch.Tensor:
+        return 1.0 / block.first_relevant_rank().double()
+
+
+class _AtR(Metric):
+    """A metric of each query's R nearest candidates, R = its number of relevant objects."""
+
+    def depth(self, block: QueryBlock) -> int:
+        return int(block.n_relevant.max()) if len(block.n_relevant) else 0
+
+    def top_r(self, block: QueryBlock) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ranked relevance of the R nearest, with positions beyond each query's R masked off."""
+        ranked = block.ranked_relevance(self.depth(block))
+        positions = torch.arange(ranked.shape[1], device=ranked.device)
+        within = positions.unsqueeze(0) < block.n_relevant.unsqueeze(1)
+        return ranked & within, block.n_relevant.double()
+
+
+class RetrievalRPrecision(_AtR):
+    """R-precision: the share of relevant objects among each query's R nearest neighbours,
+    where R is the number of objects relevant to that query."""
+
+    @property
+    def name(self) -> str:
+        return "retrieval_r_precision"
+
+    def per_query(self, block: QueryBlock) -> torch.Tensor:
+        hits, r = self.top_r(block)
+        return hits.double().sum(dim=1) / r
+
+
+class MapAtR(_AtR):
+    """MAP@R (Musgrave et al., "A Metric Learning Reality Check", 2020): for each query with
+    R relevant objects, ``(1/R) * sum_{i<=R} P(i) * rel(i)``, where ``P(i)`` is the precision
+    among the i nearest neighbours and ``rel(i)`` is 1 when the i-th is relevant."""
+
+    @property
+    def name(self) -> str:
+        return "map@r"
+
+    def per_query(self, block: QueryBlock) -> torch.Tensor:
+        hits, r = self.top_r(block)
+        hits = hits.double()
+        positions = torch.arange(1, hits.shape[1] + 1, device=hits.device, dtype=torch.float64)
+        precision_at_i = hits.cumsum(dim=1) / positions
+        return (precision_at_i * hits).sum(dim=1) / r
