@@ -135,3 +135,30 @@ def test_per_side_heads_refuse_group_data():
     model = build(QUERY_ONLY, loss="triplet")
     with pytest.raises(ConfigError, match="trains on pairs"):
         model.setup_dataloader(GroupSimilarityDataLoader(group_points(), batch_size=8))
+
+
+def test_cli_encode_and_held_out_scoring_use_the_sides(tmp_path):
+    from conftest import run_cli
+    from simplug.jobs import HeldOutScorer
+    from simplug.retrieval import RetrievalTask, evaluate_retrieval
+
+    model = build().model
+    path = str(tmp_path / "model")
+    model.save(path)
+    inputs = [[float(i + j) / 10 for j in range(12)] for i in range(4)]
+    (tmp_path / "in.json").write_text(json.dumps(inputs))
+    out = str(tmp_path / "query.npy")
+    result = run_cli("encode", path, str(tmp_path / "in.json"), "-o", out, "--side", "query")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(np.load(out), model.encode(inputs, side="query"), rtol=1e-6, atol=1e-7)
+    refused = run_cli("encode", path, str(tmp_path / "in.json"), "-o", out)
+    assert refused.returncode != 0 and "side='query'" in refused.stderr + refused.stdout
+
+    pairs = pair_points(n_pairs=12)
+    task = RetrievalTask.from_pairs(pairs)
+    frozen_scores = HeldOutScorer(task).score(model)  # frozen encoder: heads applied to stored outputs
+    assert frozen_scores == evaluate_retrieval(model, task)
+    queries = torch.as_tensor(model.encode(task.queries, side="query"))
+    documents = torch.as_tensor(model.encode(task.candidates, side="document"))
+    nearest = torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(documents, dim=1).T
+    assert frozen_scores["precision@1"] == pytest.approx((nearest.argmax(1) == torch.arange(12)).float().mean().item())
