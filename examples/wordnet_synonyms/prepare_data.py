@@ -2,10 +2,12 @@
 
 Selection: synsets of one part of speech (nouns by default) with at least three distinct
 lemmas and at least one sense seen in the sense-tagged corpus (``cntlist.rev`` count > 0),
-which keeps common words. Split: in each synset one lemma, chosen by a seeded generator, is
-held out; the other lemmas are training pairs ``(word, definition)``. At evaluation a
-held-out word must find its synset's definition among the definitions of all selected
-synsets: the definitions are known at training time, the query words are new.
+which keeps common words. Split: in each synset one lemma is held out, by default the first
+in WordNet's order (the synset's most frequent word, what a user would most likely type;
+``--held-out random`` picks one with a seeded generator instead); the other lemmas are
+training pairs ``(word, definition)``. At evaluation a held-out word must find its synset's
+definition among the definitions of all selected synsets: the definitions are known at
+training time, the query words are new.
 
 Source: Debian's ``wordnet-base`` (``apt-get install wordnet-base``) when it is installed;
 otherwise the compact extract committed beside this script (``synsets_<pos>.jsonl``,
@@ -52,7 +54,7 @@ def read_wordnet(pos: str, wordnet_dir: str = WORDNET_DIR, min_lemmas: int = 3) 
             offset, lexfile, n_words = fields[0], fields[1], int(fields[3], 16)
             words = [(fields[4 + 2 * i], int(fields[5 + 2 * i], 16)) for i in range(n_words)]
             seen_in_corpus = any(f"{w.lower()}%{pos_digit}:{lexfile}:{lexid:02d}" in tagged for w, lexid in words)
-            lemmas = sorted({_clean_lemma(w) for w, _ in words})
+            lemmas = list(dict.fromkeys(_clean_lemma(w) for w, _ in words))  # WordNet's order, no repeats
             if len(lemmas) < min_lemmas or not seen_in_corpus:
                 continue
             # the gloss is 'definition; "example"; "example"'
@@ -75,12 +77,12 @@ def load_synsets(pos: str) -> list[dict]:
         return [json.loads(line) for line in fh]
 
 
-def split(synsets: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
+def split(synsets: list[dict], held_out_lemma: str = "first", seed: int = 0) -> tuple[list[dict], list[dict]]:
     rng = random.Random(seed)
     train, validation = [], []
     for index, synset in enumerate(synsets):
         lemmas = list(synset["lemmas"])
-        held_out = lemmas.pop(rng.randrange(len(lemmas)))
+        held_out = lemmas.pop(0 if held_out_lemma == "first" else rng.randrange(len(lemmas)))
         row = {"definition": synset["definition"], "synset": index}
         validation.append({"word": held_out, **row})
         train += [{"word": lemma, **row} for lemma in lemmas]
@@ -97,14 +99,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(HERE, "data"))
     parser.add_argument("--pos", choices=sorted(POS_FILES), default="noun")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out", choices=("first", "random"), default="first",
+                        help="which lemma of each synset is held out: WordNet's first (most frequent) or a random one")
+    parser.add_argument("--seed", type=int, default=0, help="for --held-out random")
     parser.add_argument("--extract", action="store_true", help=f"rewrite synsets_<pos>.jsonl from {WORDNET_DIR}")
     args = parser.parse_args()
     if args.extract:
         write_jsonl(os.path.join(HERE, f"synsets_{args.pos}.jsonl"), read_wordnet(args.pos))
         return
     synsets = load_synsets(args.pos)
-    train, validation = split(synsets, args.seed)
+    train, validation = split(synsets, args.held_out, args.seed)
     os.makedirs(args.out, exist_ok=True)
     write_jsonl(os.path.join(args.out, "train.jsonl"), train)
     write_jsonl(os.path.join(args.out, "validation.jsonl"), validation)
