@@ -118,3 +118,30 @@ def test_group_loss_warns_rarely_about_batches_without_positive_pairs():
     assert len(messages) == 2  # the 1st and the 10th, not twelve
     assert "m_per_group" in messages[0] and "10 batch(es)" in messages[1]
     assert loss.batches_without_positives == 12
+
+
+def _rank_batches(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        sampler = GroupBalancedBatchSampler(GROUPS, batch_size=8, m_per_group=2, seed=5)
+        with open(f"{out_dir}/rank{rank}.json", "w") as fh:
+            json.dump({"len": len(sampler), "batches": [list(b) for b in sampler]}, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_real_gloo_ranks_read_their_rank_and_split_the_batches(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_batches, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    single = epoch(GroupBalancedBatchSampler(GROUPS, batch_size=8, m_per_group=2, seed=5))
+    assert ranks[0]["len"] == ranks[1]["len"] == len(ranks[0]["batches"])
+    interleaved = [b for pair in zip(ranks[0]["batches"], ranks[1]["batches"]) for b in pair]
+    assert interleaved[: len(single)] == single
