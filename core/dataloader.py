@@ -103,6 +103,7 @@ class GroupSimilarityDataLoader(SimilarityDataLoader):
         batch_size: int = 1,
         m_per_group: int | None = None,
         seed: int = 0,
+        group_sampling: str = "uniform",
         **kwargs: Any,
     ):
         if m_per_group is None:
@@ -123,7 +124,9 @@ class GroupSimilarityDataLoader(SimilarityDataLoader):
             sample = dataset[i]
             self._check(sample, f"item {i} of the data set")
             groups.append(int(sample.group))
-        sampler = GroupBalancedBatchSampler(groups, batch_size=batch_size, m_per_group=m_per_group, seed=seed)
+        sampler = GroupBalancedBatchSampler(
+            groups, batch_size=batch_size, m_per_group=m_per_group, seed=seed, group_sampling=group_sampling
+        )
         super().__init__(dataset, batch_sampler=sampler, **kwargs)
 
     def pre_collate(self, batch: list[Any]) -> tuple[list[Any], dict[str, torch.Tensor]]:
@@ -137,9 +140,11 @@ class GroupBalancedBatchSampler:
     """Batches of dataset indices with ``m_per_group`` items from each of ``batch_size //
     m_per_group`` distinct groups.
 
-    - Groups are drawn uniformly for each batch, so rare groups are seen as often as common
-      ones. Within a group, items come from a shuffled cycle: every item of a group is used
-      once before any is used again.
+    - ``group_sampling="uniform"`` draws the groups of a batch uniformly, so rare groups are
+      seen as often as common ones; ``"proportional"`` draws them in proportion to their
+      size, keeping the data's mix (better when the metric averages over queries of common
+      groups). Within a group, items come from a shuffled cycle: every item of a group is
+      used once before any is used again.
     - A group with fewer than ``m_per_group`` items gives all of them (a single-item group
       gives only a negative). When there are fewer groups than a batch has room for, every
       batch holds all groups.
@@ -152,7 +157,11 @@ class GroupBalancedBatchSampler:
       ``trainer_defaults`` sets for such loaders).
     """
 
-    def __init__(self, groups: Sequence[int], batch_size: int, m_per_group: int, seed: int = 0):
+    def __init__(
+        self, groups: Sequence[int], batch_size: int, m_per_group: int, seed: int = 0, group_sampling: str = "uniform"
+    ):
+        if group_sampling not in ("uniform", "proportional"):
+            raise DataError(f"group_sampling must be 'uniform' or 'proportional', got {group_sampling!r}")
         if not isinstance(m_per_group, int) or m_per_group < 2:
             raise DataError(
                 f"m_per_group must be an int >= 2 (a batch needs two items of a group to hold a "
@@ -174,6 +183,9 @@ class GroupBalancedBatchSampler:
         counts = torch.bincount(inverse).tolist()
         self._members: list[torch.Tensor] = list(torch.split(order, counts))
         self.groups_per_batch = min(batch_size // m_per_group, len(self._members))
+        self.group_sampling = group_sampling
+        sizes = torch.tensor(counts, dtype=torch.float64)
+        self._group_weights = sizes if group_sampling == "proportional" else torch.ones_like(sizes)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -202,7 +214,7 @@ class GroupBalancedBatchSampler:
         cycles = [members[torch.randperm(len(members), generator=generator)] for members in self._members]
         cursor = [0] * len(cycles)
         for batch_number in range(self._global_batches()):
-            chosen = torch.randperm(len(cycles), generator=generator)[: self.groups_per_batch]
+            chosen = torch.multinomial(self._group_weights, self.groups_per_batch, replacement=False, generator=generator)
             batch: list[int] = []
             for g in chosen.tolist():
                 batch += self._take(cycles, cursor, g, generator)

@@ -43,6 +43,18 @@ def test_small_groups_give_all_their_items_and_many_groups_are_visited():
     assert min(draws.values()) > 0.5 * max(draws.values())
 
 
+def test_proportional_group_sampling_follows_group_sizes():
+    sampler = GroupBalancedBatchSampler(GROUPS, batch_size=4, m_per_group=2, seed=0, group_sampling="proportional")
+    chosen = Counter()
+    for _ in range(300):
+        for batch in sampler:
+            chosen.update({GROUPS[i] for i in batch})
+    # the 40-item group is drawn far more often than the 8-item one, unlike uniform sampling
+    assert chosen[0] > 2 * chosen[3]
+    with pytest.raises(DataError, match="group_sampling must be"):
+        GroupBalancedBatchSampler(GROUPS, batch_size=4, m_per_group=2, group_sampling="by_size")
+
+
 def test_items_of_a_group_cycle_before_repeating():
     sampler = GroupBalancedBatchSampler(GROUPS, batch_size=8, m_per_group=4, seed=3)
     taken = [i for batch in sampler for i in batch if GROUPS[i] == 0]
