@@ -205,6 +205,26 @@ def encode(
     np.save(output, embeddings)
     typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {output}")
 
+@app.command("new-plugin")
+def new_plugin(
+    name: str = typer.Argument(..., help="distribution name of the new package, e.g. simplug-attention-head"),
+    kind: str = typer.Option(..., "--kind", "-k", help="heads, losses, encoders, distances, metrics or cache_backends"),
+    directory: str = typer.Option(".", "--dir", help="directory to create the package in (as DIR/NAME)"),
+) -> None:
+    """Write a plugin package with one working component, its tests and a README."""
+    from simplug.registry import singular_kind
+    from simplug.scaffold import create_plugin
+
+    try:
+        created = create_plugin(name, kind, directory)
+    except SimplugError as exc:
+        _fail(str(exc))
+    typer.echo(f"created {created.path}: the {singular_kind(created.kind)} {created.component!r} "
+               f"({created.module}.{created.class_name})")
+    for rel in created.files:
+        typer.echo(f"  {rel}")
+    typer.echo(f"next: cd {created.path} && pip install -e '.[test]' && python -m pytest")
+
 
 def main() -> None:
     try:

@@ -174,6 +174,17 @@ def _hook_signature(hook_name: str) -> str:
     return f"{hook_name}{inspect.signature(spec)}"
 
 
+def _takes_register_only(function: Callable[..., Any]) -> bool:
+    try:
+        params = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return [p.name for p in params] == ["register"] and params[0].kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+
+
 class Registry:
     """Components registered by plugins, grouped by kind.
 
@@ -215,7 +226,7 @@ class Registry:
                 dist_name = ep.dist.metadata["Name"] if ep.dist is not None else LOCAL_DISTRIBUTION
                 norm = normalize_distribution(dist_name)
                 allowed = norm == BUILTIN_DISTRIBUTION or only is None or norm in only
-                if not allowed or norm in disabled or ep.name in disabled:
+                if not allowed or norm in disabled or normalize_distribution(ep.name) in disabled:
                     why = "SIMPLUG_DISABLE_PLUGINS" if allowed else "SIMPLUG_LOAD_PLUGINS"
                     self._record_plugin(ep, dist_name, status="disabled", error=f"not loaded ({why})")
                     continue
@@ -273,6 +284,21 @@ class Registry:
             self._register_module(plugin, info, force_strict=False)
         return info
 
+    def remove_plugin(self, info: PluginInfo) -> None:
+        """Forget a plugin and every component it registered (``simplug.testing`` uses this)."""
+        plugin_key = f"{normalize_distribution(info.distribution)}:{info.name}"
+        with self._lock:
+            self._plugins.pop(plugin_key, None)
+            if self._pm.get_plugin(plugin_key) is not None:
+                self._pm.unregister(name=plugin_key)
+            for by_name in self._components.values():
+                for name in list(by_name):
+                    by_name[name] = [
+                        r for r in by_name[name] if not (r.plugin == info.name and r.distribution == info.distribution)
+                    ]
+                    if not by_name[name]:
+                        del by_name[name]
+
     def _broken(self, info: PluginInfo, message: str, exc: BaseException | None, force_strict: bool) -> PluginInfo:
         info.status = "broken"
         info.error = message
@@ -303,6 +329,18 @@ class Registry:
                 None,
                 force_strict,
             )
+            return
+        wrong = [
+            f"{attr}{inspect.signature(getattr(module, attr))} (expected {_hook_signature(attr)})"
+            for attr in dir(module)
+            if attr in hookspecs.KINDS.values()
+            and self._pm.parse_hookimpl_opts(module, attr) is not None
+            and not _takes_register_only(getattr(module, attr))
+        ]
+        if wrong:
+            # pluggy accepts a hook that takes fewer arguments than the spec, but a hook without
+            # ``register`` can register nothing: report both cases with the signature to write
+            self._broken(info, f"hook(s) with the wrong arguments: {'; '.join(wrong)}", None, force_strict)
             return
         plugin_key = f"{normalize_distribution(info.distribution)}:{info.name}"
         try:

@@ -1,0 +1,1 @@
+"""simplug-sigmoid-loss: the pairwise sigmoid loss for simplug."""
