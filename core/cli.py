@@ -249,6 +249,7 @@ def encode(
     output: str = typer.Option(..., "--output", "-o", help="where to write the embeddings (.npy)"),
     batch_size: int = typer.Option(32, "--batch-size"),
     trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run code saved with the model"),
+    side: Optional[str] = typer.Option(None, "--side", help="query or document, for a model with a head per side"),
 ) -> None:
     """Embed objects from a file with a saved model and write them as a .npy array."""
     import numpy as np
@@ -261,8 +262,8 @@ def encode(
     try:
         objects = read_objects(inputs)
         loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
-        embeddings = loaded.encode(objects, batch_size=batch_size, show_progress=True)
-    except SimplugError as exc:
+        embeddings = loaded.encode(objects, batch_size=batch_size, show_progress=True, side=side)
+    except (SimplugError, ValueError) as exc:
         _fail(str(exc))
     np.save(output, embeddings)
     typer.echo(f"wrote {embeddings.shape[0]} embeddings of size {embeddings.shape[1]} to {output}")

@@ -115,12 +115,18 @@ class HeldOutScorer:
             was_training = model.training
             model.eval()
             with torch.inference_mode():
-                queries, candidates = (model.head(x) for x in self._encoded)
+                # a model with a head per side encodes queries and candidates with their own heads
+                queries, candidates = (model.apply_heads(x, side) for x, side in zip(self._encoded, _sides(model)))
             model.train(was_training)
         else:
-            queries = model.encode(self.task.queries, batch_size=self.batch_size, to_numpy=False)
-            candidates = model.encode(self.task.candidates, batch_size=self.batch_size, to_numpy=False)
+            query_side, candidate_side = _sides(model)
+            queries = model.encode(self.task.queries, batch_size=self.batch_size, to_numpy=False, side=query_side)
+            candidates = model.encode(self.task.candidates, batch_size=self.batch_size, to_numpy=False, side=candidate_side)
         return score_rankings(queries, candidates, self.task.relevant, self.similarity, ks=self.ks)
+
+
+def _sides(model: Any) -> tuple[str | None, str | None]:
+    return ("query", "document") if getattr(model, "sides", ()) else (None, None)
 
 
 def format_comparison(columns: Mapping[str, Mapping[str, float]]) -> str:

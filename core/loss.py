@@ -92,15 +92,37 @@ class GroupLoss(SimilarityLoss):
 
     ``xbm_loss(embeddings, groups, memory_embeddings, memory_groups)`` is the loss of the
     batch against embeddings remembered from earlier batches (cross-batch memory).
+
+    A batch in which no group has two items holds no positive pair, and most group losses
+    learn nothing from it; ``forward`` warns (at the 1st, 10th, 100th... such batch, not at
+    every step) with the fix: balanced batches from ``GroupSimilarityDataLoader(m_per_group=...)``.
     """
 
     target_kind = "groups"
+    batches_without_positives = 0
 
     def forward(  # type: ignore[override]
         self, embeddings: torch.Tensor, groups: torch.LongTensor | None = None, *other_args: Any, **other: Any
     ) -> torch.Tensor:
         groups = check_groups(self, embeddings, groups, other_args, other)
+        self._count_batch_without_positives(groups)
         return self.compute(embeddings, groups)
+
+    def _count_batch_without_positives(self, groups: torch.Tensor) -> None:
+        if len(groups) == 0 or len(torch.unique(groups)) < len(groups):
+            return
+        self.batches_without_positives += 1
+        n = self.batches_without_positives
+        if n == 10 ** (len(str(n)) - 1):  # 1, 10, 100, ...
+            import warnings
+
+            warnings.warn(
+                f"{type(self).__name__}: {n} batch(es) so far had no two items of the same group, so "
+                "no positive pair to learn from; sample balanced batches with "
+                "GroupSimilarityDataLoader(..., m_per_group=4) (or [train] m_per_group in a config)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def compute(self, embeddings: torch.Tensor, groups: torch.LongTensor) -> torch.Tensor:
         raise NotImplementedError

@@ -72,6 +72,11 @@ def trainer_defaults(
         except TypeError:
             batches = 50
         defaults["log_every_n_steps"] = max(1, min(50, batches))
+        from simplug.dataloader import GroupBalancedBatchSampler
+
+        if isinstance(train_dataloader.batch_sampler, GroupBalancedBatchSampler):
+            # it splits its batches across ranks itself; a DistributedSampler cannot be put in
+            defaults["use_distributed_sampler"] = False
     if trainable_model is not None:
         # the frozen encoders never change: checkpoints would only copy them over and over
         encoders_frozen = all(not e.trainable for e in trainable_model.model.encoders.values())

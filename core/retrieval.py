@@ -140,6 +140,7 @@ def evaluate_retrieval(
     from simplug.distance import resolve_distance
 
     similarity = resolve_distance(distance).similarity_matrix
-    queries = model.encode(task.queries, batch_size=batch_size, to_numpy=False)
-    candidates = model.encode(task.candidates, batch_size=batch_size, to_numpy=False)
+    sides = ("query", "document") if getattr(model, "sides", ()) else (None, None)
+    queries = model.encode(task.queries, batch_size=batch_size, to_numpy=False, side=sides[0])
+    candidates = model.encode(task.candidates, batch_size=batch_size, to_numpy=False, side=sides[1])
     return score_rankings(queries, candidates, task.relevant, similarity, ks=ks)

@@ -67,7 +67,10 @@ class TrainableModel(CachingMixin, pl.LightningModule):
     def configure_encoders(self) -> Encoder | dict[str, Encoder]:
         raise NotImplementedError("override configure_encoders() to return an Encoder or a dict of named Encoders")
 
-    def configure_head(self, input_embedding_size: int) -> EncoderHead:
+    def configure_head(self, input_embedding_size: int) -> EncoderHead | dict[str, EncoderHead]:
+        """One head shared by every object, or ``{"query": head, "document": head}`` for
+        pair data whose sides differ (``obj_a`` gets the query head, ``obj_b`` the document
+        head); ``EmptyHead`` on the document side makes a head on the query side only."""
         from simplug.plugins.heads.empty import EmptyHead
 
         return EmptyHead(input_embedding_size)
@@ -151,10 +154,10 @@ class TrainableModel(CachingMixin, pl.LightningModule):
     def _step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
         if is_cached_batch(batch):  # the cache's fast path: see simplug.caching
             encoder_embeddings, targets = self.cached_embeddings(batch)
-            embeddings = self._model.head(encoder_embeddings)
+            embeddings = self._model.apply_heads(encoder_embeddings, self._sides_of(targets))
         else:
             features, targets = batch
-            embeddings = self._model(features)
+            embeddings = self._model(features, side=self._sides_of(targets))
         loss = self._loss(embeddings, **targets)
         if stage == "train" and self._xbm is not None:
             xbm_term = self._xbm.loss_term(self._loss, embeddings, targets["groups"], self.global_step)
@@ -213,6 +216,15 @@ class TrainableModel(CachingMixin, pl.LightningModule):
             self.log("loss_train", mean, on_step=False, on_epoch=True, logger=False)
         self._train_loss = None
 
+    def _sides_of(self, targets: Mapping[str, Any]) -> torch.Tensor | None:
+        """For a model with a head per side: which rows of a pair batch are documents."""
+        if not self._model.sides:
+            return None
+        from simplug.serving.model import pair_document_mask
+
+        pairs = targets["pairs"]
+        return pair_document_mask(pairs, 2 * pairs.shape[0])
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, batch_idx, "train")
 
@@ -230,6 +242,11 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         if not isinstance(dataloader, SimilarityDataLoader):
             raise DataError(
                 f"expected a PairsSimilarityDataLoader or GroupSimilarityDataLoader, got {type(dataloader).__name__}"
+            )
+        if self._model.sides and dataloader.target_kind != "pairs":
+            raise ConfigError(
+                "a model with a head per side (query/document) trains on pairs, whose obj_a is the "
+                f"query and obj_b the document, but got a {type(dataloader).__name__}; use one shared head for groups"
             )
         if dataloader.target_kind != self._loss.target_kind:
             want = "PairsSimilarityDataLoader" if self._loss.target_kind == "pairs" else "GroupSimilarityDataLoader"
@@ -264,6 +281,8 @@ class TrainableModel(CachingMixin, pl.LightningModule):
             TrainableModel.from_config({
                 "encoder": my_encoder,           # an Encoder, or {"name": ..., **args}
                 "head": {"name": "skip_connection", "n_layers": 2},
+                # or, for pairs whose sides differ, a head per side (here the query side only):
+                # "heads": {"query": {"name": "skip_connection"}, "document": "empty"},
                 "loss": {"name": "triplet", "margin": 0.3},
                 "optimizer": {"name": "adam", "lr": 1e-3},
                 "metrics": [{"name": "retrieval_precision", "k": 1}],
@@ -277,7 +296,7 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         return ConfigTrainableModel(config)
 
 
-_CONFIG_KEYS = ("encoder", "encoders", "head", "loss", "optimizer", "metrics", "xbm", "cache")
+_CONFIG_KEYS = ("encoder", "encoders", "head", "heads", "loss", "optimizer", "metrics", "xbm", "cache")
 _OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
 
 
@@ -292,6 +311,11 @@ class ConfigTrainableModel(TrainableModel):
             raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}; the keys are: {', '.join(_CONFIG_KEYS)}")
         if ("encoder" in config) == ("encoders" in config):
             raise ConfigError("the config needs exactly one of 'encoder' (one encoder) or 'encoders' (a dict of named ones)")
+        if "head" in config and "heads" in config:
+            raise ConfigError(
+                "give either 'head' (one head shared by both sides) or 'heads' (a table with a "
+                "'query' and a 'document' head), not both"
+            )
         if "loss" not in config:
             raise ConfigError("the config needs a 'loss', e.g. {'name': 'triplet'}")
         self._config = dict(config)
@@ -305,9 +329,23 @@ class ConfigTrainableModel(TrainableModel):
             raise ConfigError("'encoders' must be a non-empty table of named encoders")
         return {key: build_component("encoders", spec, Encoder) for key, spec in encoders.items()}
 
-    def configure_head(self, input_embedding_size: int) -> EncoderHead:
-        spec = self._config.get("head", "empty")
-        return build_component("heads", spec, EncoderHead, input_embedding_size=input_embedding_size)
+    def configure_head(self, input_embedding_size: int) -> EncoderHead | dict[str, EncoderHead]:
+        if "heads" not in self._config:
+            spec = self._config.get("head", "empty")
+            return build_component("heads", spec, EncoderHead, input_embedding_size=input_embedding_size)
+        from simplug.serving.model import SIDES
+
+        specs = self._config["heads"]
+        if not isinstance(specs, Mapping) or sorted(specs) != sorted(SIDES):
+            got = ", ".join(map(repr, specs)) if isinstance(specs, Mapping) else type(specs).__name__
+            raise ConfigError(
+                f"'heads' must be a table with exactly the sides 'query' and 'document' (got {got}), "
+                "e.g. heads = {query = {name = \"skip_connection\"}, document = \"empty\"}"
+            )
+        return {
+            side: build_component("heads", specs[side], EncoderHead, input_embedding_size=input_embedding_size)
+            for side in SIDES
+        }
 
     def configure_loss(self) -> SimilarityLoss:
         spec = self._config["loss"]
@@ -318,7 +356,7 @@ class ConfigTrainableModel(TrainableModel):
 
             cls = get_registry().resolve("losses", split_spec(spec, "loss")[0])
             if "embedding_size" in inspect.signature(cls).parameters:
-                extra["embedding_size"] = self._model.head.output_size
+                extra["embedding_size"] = self._model.embedding_size
         return build_component("losses", spec, SimilarityLoss, **extra)
 
     def configure_xbm(self) -> XbmConfig | None:

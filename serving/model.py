@@ -6,6 +6,7 @@ imports only the plugins the manifest names.
 from __future__ import annotations
 
 import os
+from functools import partial
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
@@ -36,6 +37,14 @@ from simplug.manifest import (
 )
 
 DEFAULT_ENCODER_KEY = "default"
+#: the two sides of pair data: ``obj_a`` is the query, ``obj_b`` the document
+SIDES = ("query", "document")
+
+
+def check_side(side: Any) -> str:
+    if side not in SIDES:
+        raise ValueError(f"unknown side {side!r}; a side is one of {', '.join(map(repr, SIDES))} (or None for a shared head)")
+    return side
 
 
 def move_to_device(obj: Any, device: torch.device | str) -> Any:
@@ -53,9 +62,16 @@ def move_to_device(obj: Any, device: torch.device | str) -> Any:
 
 class SimilarityModel(nn.Module):
     """One encoder or several named encoders, their outputs concatenated (in sorted key
-    order), then the head."""
+    order), then the head.
 
-    def __init__(self, encoders: Encoder | Mapping[str, Encoder], head: EncoderHead):
+    ``head`` may also be a dict ``{"query": head, "document": head}``: a two-tower model
+    whose sides (``obj_a`` and ``obj_b`` of pair data) get their own heads, for data where
+    the two sides differ (question vs answer, word vs definition). A one-sided model is the
+    case with an ``empty`` head on the document side. Such a model encodes with
+    ``encode(inputs, side="query")`` or ``side="document"``.
+    """
+
+    def __init__(self, encoders: Encoder | Mapping[str, Encoder], head: EncoderHead | Mapping[str, EncoderHead]):
         super().__init__()
         if isinstance(encoders, Encoder):
             encoders = {DEFAULT_ENCODER_KEY: encoders}
@@ -67,26 +83,60 @@ class SimilarityModel(nn.Module):
                     f"encoder {key!r} is a {type(encoder).__name__}, not a simplug Encoder; wrap a "
                     "plain torch module with the 'torch_module' encoder"
                 )
-        if not isinstance(head, EncoderHead):
-            raise ConfigError(f"head must be a simplug EncoderHead, got {type(head).__name__}")
         self.encoders = nn.ModuleDict({k: encoders[k] for k in sorted(encoders)})
-        self.head = head
         total = sum(e.embedding_size for e in self.encoders.values())
-        if total != head.input_embedding_size:
-            sizes = ", ".join(f"{k}={e.embedding_size}" for k, e in self.encoders.items())
+        if isinstance(head, Mapping):
+            if sorted(head) != sorted(SIDES):
+                raise ConfigError(
+                    f"per-side heads need exactly the sides {', '.join(SIDES)}, got {', '.join(map(repr, head)) or 'none'}; "
+                    "for a head on the query side only give the document side the 'empty' head"
+                )
+            self.head: EncoderHead | None = None
+            self.side_heads: nn.ModuleDict | None = nn.ModuleDict({side: head[side] for side in SIDES})
+        else:
+            self.head = head
+            self.side_heads = None
+        for where, one in self.heads.items():
+            if not isinstance(one, EncoderHead):
+                raise ConfigError(f"{where} must be a simplug EncoderHead, got {type(one).__name__}")
+            if self.side_heads is not None and one.reads_batch:
+                raise ConfigError(
+                    f"the {where} {type(one).__name__} routes rows by what the batch holds, which a "
+                    "per-side head cannot do; use it as the one shared head"
+                )
+            if total != one.input_embedding_size:
+                sizes = ", ".join(f"{k}={e.embedding_size}" for k, e in self.encoders.items())
+                raise ConfigError(
+                    f"the encoders produce embeddings of size {total} ({sizes}) but the {where} "
+                    f"{type(one).__name__} expects input_embedding_size={one.input_embedding_size}; "
+                    f"build the head with input_embedding_size={total}"
+                )
+        output_sizes = {where: one.output_size for where, one in self.heads.items()}
+        if len(set(output_sizes.values())) > 1:
             raise ConfigError(
-                f"the encoders produce embeddings of size {total} ({sizes}) but the head "
-                f"{type(head).__name__} expects input_embedding_size={head.input_embedding_size}; "
-                f"build the head with input_embedding_size={total}"
+                f"the two sides must give embeddings of one size to be compared, but the heads give "
+                f"{output_sizes}; choose heads with equal output sizes"
             )
 
     @property
+    def heads(self) -> dict[str, EncoderHead]:
+        """``{"head": head}`` for a shared head, else ``{"query head": ..., "document head": ...}``."""
+        if self.side_heads is None:
+            return {"head": self.head}
+        return {f"{side} head": self.side_heads[side] for side in SIDES}
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        """The sides with their own head; empty for a shared head."""
+        return () if self.side_heads is None else SIDES
+
+    @property
     def embedding_size(self) -> int:
-        return self.head.output_size
+        return next(iter(self.heads.values())).output_size
 
     def get_collate_fn(self) -> Callable[[Sequence[Any]], dict[str, Any]]:
         collates = {key: encoder.get_collate_fn() for key, encoder in self.encoders.items()}
-        prepare = self.head.prepare_records if self.head.reads_batch else None
+        prepare = self.head.prepare_records if self.head is not None and self.head.reads_batch else None
 
         def collate(records: Sequence[Any]) -> dict[str, Any]:
             records, extra = prepare(list(records)) if prepare is not None else (list(records), {})
@@ -112,11 +162,36 @@ class SimilarityModel(nn.Module):
             parts.append(out)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
-    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        embeddings = self.encoder_embeddings(batch)
-        if self.head.reads_batch:  # e.g. the switch head reads each row's route from the batch
-            return self.head(embeddings, batch)
-        return self.head(embeddings)
+    def forward(self, batch: Mapping[str, Any], side: str | torch.Tensor | None = None) -> torch.Tensor:
+        return self.apply_heads(self.encoder_embeddings(batch), side, batch)
+
+    def apply_heads(
+        self, embeddings: torch.Tensor, side: str | torch.Tensor | None = None, batch: Any = None
+    ) -> torch.Tensor:
+        """The head(s) on encoder embeddings. ``side``: ``None`` (shared head only), a side
+        name for all rows, or a boolean tensor with one value per row, True where the row
+        is on the document side (see :func:`pair_document_mask`). ``batch`` is the collated
+        input, for heads that read it (``reads_batch``, e.g. the switch head)."""
+        if self.side_heads is None:
+            if side is not None and not isinstance(side, torch.Tensor):
+                check_side(side)
+            if self.head.reads_batch:  # e.g. the switch head reads each row's route from the batch
+                return self.head(embeddings, batch)
+            return self.head(embeddings)  # one head serves both sides
+        if side is None:
+            raise _side_needed()
+        if not isinstance(side, torch.Tensor):
+            return self.side_heads[check_side(side)](embeddings)
+        is_document = side.to(device=embeddings.device, dtype=torch.bool)
+        if is_document.shape != embeddings.shape[:1]:
+            raise ValueError(f"side mask of shape {tuple(is_document.shape)} does not fit {embeddings.shape[0]} rows")
+        query_rows = (~is_document).nonzero().squeeze(1)
+        document_rows = is_document.nonzero().squeeze(1)
+        query_out = self.side_heads["query"](embeddings[query_rows])
+        document_out = self.side_heads["document"](embeddings[document_rows])
+        out = query_out.new_empty(embeddings.shape[0], query_out.shape[1])
+        out = out.index_copy(0, query_rows, query_out)
+        return out.index_copy(0, document_rows, document_out.to(out.dtype))
 
     @property
     def device(self) -> torch.device:
@@ -132,8 +207,13 @@ class SimilarityModel(nn.Module):
         batch_size: int = 32,
         to_numpy: bool = True,
         show_progress: bool = False,
+        side: str | None = None,
     ) -> np.ndarray | torch.Tensor:
-        """Embeddings of ``inputs`` (a list of raw objects), computed in batches in eval mode."""
+        """Embeddings of ``inputs`` (a list of raw objects), computed in batches in eval mode.
+
+        ``side`` ("query" or "document") picks the head of a model with one per side; a
+        model with a shared head accepts it and encodes both sides alike.
+        """
         if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__len__"):
             raise TypeError(
                 f"encode takes a list of objects, got {type(inputs).__name__}; for one object "
@@ -141,7 +221,11 @@ class SimilarityModel(nn.Module):
             )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        result = self._run_batches(inputs, batch_size, self.forward, show_progress)
+        if side is not None:
+            check_side(side)
+        elif self.side_heads is not None:
+            raise _side_needed()
+        result = self._run_batches(inputs, batch_size, partial(self.forward, side=side), show_progress)
         return result.numpy() if to_numpy else result
 
     def encoder_outputs(self, inputs: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
@@ -207,11 +291,16 @@ class SimilarityModel(nn.Module):
                 entry["embedding_size"] = encoder.embedding_size
                 encoder.save(os.path.join(tmp, rel))
                 components.append(entry)
-            head_entry = _describe(registry, "heads", self.head, role="head")
-            head_entry["weights"] = HEAD_WEIGHTS
-            state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
-            save_file(state, os.path.join(tmp, HEAD_WEIGHTS))
-            components.append(head_entry)
+            if self.side_heads is None:
+                head_files = {"head": (self.head, HEAD_WEIGHTS)}
+            else:
+                head_files = {f"head:{side}": (self.side_heads[side], f"head_{side}.safetensors") for side in SIDES}
+            for role, (head, weights) in head_files.items():
+                head_entry = _describe(registry, "heads", head, role=role)
+                head_entry["weights"] = weights
+                state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
+                save_file(state, os.path.join(tmp, weights))
+                components.append(head_entry)
             local = writer.write(tmp)
             manifest = {
                 "format": FORMAT_NAME,
@@ -220,6 +309,7 @@ class SimilarityModel(nn.Module):
                 "torch_version": torch.__version__.split("+")[0],
                 "embedding_size": self.embedding_size,
                 "encoders": list(self.encoders),
+                "sides": list(self.sides),
                 "components": components,
                 "local_code": local,
                 "training": training or {},
@@ -244,7 +334,7 @@ class SimilarityModel(nn.Module):
         registry = Registry(autoload=False, strict=True)
         loader = LocalCodeLoader(path) if trust_local_code else None
         encoders: dict[str, Encoder] = {}
-        head = None
+        heads: dict[str, EncoderHead] = {}
         with loading_local_code(loader, path):
             for component in manifest["components"]:
                 component_cls = _resolve(registry, component)
@@ -252,8 +342,8 @@ class SimilarityModel(nn.Module):
                 try:
                     if role.startswith("encoder:"):
                         encoders[role.split(":", 1)[1]] = component_cls.load(os.path.join(path, component["path"]))
-                    elif role == "head":
-                        head = component_cls(**component.get("config", {}))
+                    elif role == "head" or role.startswith("head:"):
+                        head = heads[role] = component_cls(**component.get("config", {}))
                         state = load_file(os.path.join(path, component["weights"]))
                         missing, unexpected = head.load_state_dict(state, strict=False)
                         if missing or unexpected:
@@ -265,9 +355,15 @@ class SimilarityModel(nn.Module):
                         raise ModelFormatError(f"unknown component role {role!r} in {path}")
                 except SafetensorError as exc:
                     raise ModelFormatError(f"{path}: weights of {role} cannot be read ({exc})") from exc
-        if head is None or not encoders:
+        if not heads or not encoders:
             raise ModelFormatError(f"{path} does not describe both encoders and a head")
-        model = cls(encoders, head)
+        if "head" in heads:
+            head_or_heads: EncoderHead | dict[str, EncoderHead] = heads["head"]
+        else:
+            head_or_heads = {role.split(":", 1)[1]: h for role, h in heads.items()}
+            if sorted(head_or_heads) != sorted(SIDES):
+                raise ModelFormatError(f"{path} has heads for sides {sorted(head_or_heads)}; expected {list(SIDES)}")
+        model = cls(encoders, head_or_heads)
         model.manifest = manifest
         model.eval()
         return model.to(device)
@@ -329,3 +425,18 @@ def _resolve(registry: Any, component: dict[str, Any]) -> type:
         )
     registry.load_entry_point(dist, component["plugin"], requirement=requirement)
     return registry.get(component["kind"], f"{dist}:{name}").load()
+
+
+def _side_needed() -> ValueError:
+    return ValueError(
+        f"this model has a head for each side; say which one: side={SIDES[0]!r} (obj_a of the "
+        f"training pairs) or side={SIDES[1]!r} (obj_b)"
+    )
+
+
+def pair_document_mask(pairs: torch.Tensor, n: int) -> torch.Tensor:
+    """One bool per embedding of a pair batch: True for the document side (``obj_b``,
+    ``pairs[:, 1]``), False for queries and for anything not in a pair."""
+    mask = torch.zeros(n, dtype=torch.bool, device=pairs.device)
+    mask[pairs[:, 1]] = True
+    return mask

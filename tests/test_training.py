@@ -135,7 +135,7 @@ def test_config_errors_name_the_problem():
     with pytest.raises(ConfigError, match="unknown argument 'n_layer'.*Did you mean 'n_layers'"):
         TrainableModel.from_config({**CONFIG, "encoder": encoder(), "head": {"name": "skip_connection", "n_layer": 2}})
     with pytest.raises(ConfigError, match="unknown config key"):
-        TrainableModel.from_config({**CONFIG, "encoder": encoder(), "heads": "empty"})
+        TrainableModel.from_config({**CONFIG, "encoder": encoder(), "haed": "empty"})
     with pytest.raises(ConfigError, match="needs a 'loss'"):
         TrainableModel.from_config({"encoder": encoder()})
     with pytest.raises(ConfigError, match="unknown optimizer"):
