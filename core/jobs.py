@@ -17,7 +17,7 @@ from simplug.errors import ConfigError, DataError
 SECTIONS = {
     "data": {"kind", "train", "validation", "fields"},
     "model": None,  # passed to TrainableModel.from_config, which checks its own keys
-    "train": {"epochs", "batch_size", "seed", "m_per_group", "cache", "num_workers", "validate",
+    "train": {"epochs", "batch_size", "seed", "m_per_group", "group_sampling", "cache", "num_workers", "validate",
               "early_stopping_patience", "accelerator"},
     "evaluate": {"distance", "ks", "candidates", "batch_size", "headline"},
     "output": {"dir"},
@@ -100,12 +100,18 @@ class HeldOutScorer:
         self.batch_size = batch_size
         self._encoded: tuple[Any, Any] | None = None
 
-    def score(self, model: Any) -> dict[str, float]:
+    def score(self, model: Any, heads: bool = True) -> dict[str, float]:
+        """Metrics of ``model``; with ``heads=False``, of its encoders alone (the untrained-encoder
+        baseline: what retrieval gives before any training)."""
         import torch
 
         from simplug.retrieval import score_rankings
 
         frozen = all(not e.trainable for e in model.encoders.values())
+        if not heads and not frozen:
+            from simplug.baselines import encoder_only
+
+            return self.score(encoder_only(model))
         if frozen:
             if self._encoded is None:
                 self._encoded = (
@@ -116,7 +122,10 @@ class HeldOutScorer:
             model.eval()
             with torch.inference_mode():
                 # a model with a head per side encodes queries and candidates with their own heads
-                queries, candidates = (model.apply_heads(x, side) for x, side in zip(self._encoded, _sides(model)))
+                if heads:
+                    queries, candidates = (model.apply_heads(x, side) for x, side in zip(self._encoded, _sides(model)))
+                else:
+                    queries, candidates = self._encoded
             model.train(was_training)
         else:
             query_side, candidate_side = _sides(model)
@@ -210,7 +219,8 @@ def _loaders(kind: str, train: list[Any], held_out: list[Any], settings: Mapping
     if settings.get("m_per_group"):
         if "m_per_group" not in inspect.signature(GroupSimilarityDataLoader.__init__).parameters:
             raise ConfigError("[train] m_per_group needs a GroupSimilarityDataLoader with balanced batches; this version has none")
-        extra = {"m_per_group": int(settings["m_per_group"]), "seed": int(settings.get("seed", 0))}
+        extra = {"m_per_group": int(settings["m_per_group"]), "seed": int(settings.get("seed", 0)),
+                 "group_sampling": settings.get("group_sampling", "uniform")}
     else:
         extra = {"shuffle": True}
     return (GroupSimilarityDataLoader(train, batch_size=batch_size, num_workers=workers, **extra),
@@ -248,6 +258,12 @@ def run_training(config_path: str, output_dir: str | None = None, epochs: int | 
     echo(f"data: {len(train)} training and {len(held_out)} held-out {kind} samples")
 
     model = TrainableModel.from_config(job.model)
+    cache = settings.get("cache", "auto")
+    frozen = [key for key, encoder in model.model.encoders.items() if not encoder.trainable]
+    if cache not in (None, False, "none") and "cache" not in job.model and frozen:
+        # frozen encoders run once, before the first epoch; trainable ones stay uncached
+        model.use_cache({"cache_type": cache if isinstance(cache, str) else "auto", "mapping": {k: cache for k in frozen}}
+                        if isinstance(cache, str) and cache != "auto" else {"cache_type": "auto"})
     if model.loss.target_kind != kind:
         raise ConfigError(
             f"{config_path}: [data] kind is {kind!r} but the loss {job.model.get('loss')!r} is a "
@@ -261,7 +277,15 @@ def run_training(config_path: str, output_dir: str | None = None, epochs: int | 
     timings["load"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    before = scorer.score(model.model)
+    columns = {"untrained encoder": scorer.score(model.model, heads=False)}
+    if kind == "pairs":
+        # a lookup with no training: the answer of the most similar training question
+        from simplug.baselines import encoder_only, nearest_example
+
+        nearest = nearest_example(encoder_only(model.model), train, held_out, batch_size=scorer.batch_size,
+                                  distance=evaluation.get("distance", "cosine"))
+        columns["nearest example"] = {k: v for k, v in nearest.items() if k in columns["untrained encoder"]}
+    before = columns["untrained encoder"]
     if headline not in before:
         raise ConfigError(f"[evaluate] headline {headline!r} is not one of {', '.join(before)}")
     timings["evaluate_untrained"] = time.perf_counter() - started
@@ -302,6 +326,7 @@ def run_training(config_path: str, output_dir: str | None = None, epochs: int | 
                  "candidates": len(task.candidates), "protocol": task.description},
         "headline": headline,
         "untrained": before,
+        "baselines": columns,
         "trained": after,
         "epochs": recorder.history,
         "seconds": {k: round(v, 3) for k, v in timings.items()},
@@ -313,7 +338,7 @@ def run_training(config_path: str, output_dir: str | None = None, epochs: int | 
         json.dump(report, fh, indent=2)
     echo("")
     echo(f"held-out metrics ({task.description}):")
-    echo(format_comparison({"untrained": before, "trained": after}))
+    echo(format_comparison({**columns, "trained": after}))
     echo("")
     echo(f"model: {report['model']}")
     echo(f"report: {os.path.abspath(os.path.join(out, 'report.json'))}" + (f", plot: {report['plot']}" if plot else ""))

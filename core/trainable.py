@@ -379,6 +379,13 @@ class ConfigTrainableModel(TrainableModel):
 
         return CacheConfig.from_spec(self._config.get("cache"))
 
+    def use_cache(self, spec: Any) -> None:
+        """Set the config's ``cache`` after the model is built (read when training starts)."""
+        from simplug.cache import CacheConfig
+
+        CacheConfig.from_spec(spec)  # a bad spec fails here, not at fit time
+        self._config["cache"] = spec
+
     def configure_optimizers(self) -> Any:
         spec = copy.deepcopy(self._config.get("optimizer", {"name": "adam"}))
         name, args = split_spec(spec, "optimizer")
