@@ -335,100 +335,86 @@ def test_counts_a_query_once_it_has_one_relevant_neighbour():
 CACHE = '''\
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Hashable, Sequence
 
 import torch
 
 from simplug.cache import CacheBackend
+from simplug.errors import ConfigError
 
-_ROWS_FILE = "rows.safetensors"
-_KEYS_FILE = "keys.json"
-
-
-def _encode_key(key: Hashable) -> Any:
-    if isinstance(key, tuple):
-        return {"tuple": [_encode_key(k) for k in key]}
-    if key is None or isinstance(key, (str, int, float, bool)):
-        return key
-    raise TypeError(f"cache keys must be str, int, float, bool, None or tuples of them, got {type(key).__name__}")
+# the budget in bytes, e.g. 2000000000, 512M or 8G; unset: half the machine's memory
+BUDGET_VARIABLE = "$component".upper() + "_MAX_BYTES"
+_SUFFIXES = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
-def _decode_key(key: Any) -> Hashable:
-    return tuple(_decode_key(k) for k in key["tuple"]) if isinstance(key, dict) else key
+def parse_bytes(text: str) -> int:
+    """``"512M"`` -> 536870912; plain digits are bytes."""
+    value = text.strip().upper().removesuffix("B")
+    scale = _SUFFIXES.get(value[-1:], 1)
+    digits = value[:-1] if scale != 1 else value
+    if not digits.isdigit():
+        raise ConfigError(f"{BUDGET_VARIABLE}={text!r} is not a size; write bytes, or a number with K, M, G or T")
+    return int(digits) * scale
+
+
+def default_budget() -> int | None:
+    if os.environ.get(BUDGET_VARIABLE):
+        return parse_bytes(os.environ[BUDGET_VARIABLE])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no budget
+        return None
 
 
 class $class_name(CacheBackend):
-    """Embeddings in memory; with ``directory`` they are also kept on disk (safetensors + JSON
-    keys), written by ``close()`` and read back by the next instance over the same directory.
-    Nothing is ever unpickled."""
+    """Rows in one CPU tensor, within a memory budget.
 
-    def __init__(self, embedding_size: int, dtype: torch.dtype = torch.float32, directory: str | None = None):
-        super().__init__(embedding_size, dtype)
-        self.directory = directory
-        self.persistent = directory is not None
-        self._data = torch.empty(0, self.embedding_size, dtype=dtype)
-        if directory is not None and os.path.exists(os.path.join(directory, _KEYS_FILE)):
-            self._read()
+    The cache builds a backend as ``$class_name(num_rows, embedding_size, dtype, device)``
+    before the fill, so a table over the budget (``max_bytes``, else the environment variable
+    named by ``BUDGET_VARIABLE``, else half the machine's memory) is refused in seconds, with its
+    size and the ways out, instead of the machine swapping or running out of memory after
+    minutes of encoding. The rest of the contract (``write``, ``rows``, the cache file format
+    of ``save_file``/``load_file``) is the base class's, for a table in ``storage``.
+    """
 
-    def put(self, keys: Sequence[Hashable], embeddings: torch.Tensor) -> None:
-        if tuple(embeddings.shape) != (len(keys), self.embedding_size):
-            raise ValueError(f"expected embeddings of shape ({len(keys)}, {self.embedding_size}), "
-                             f"got {tuple(embeddings.shape)}")
-        rows = embeddings.detach().to(device="cpu", dtype=self.dtype)
-        fresh = []
-        for key, row in zip(keys, rows):
-            if key in self._index:
-                self._data[self._index[key]] = row
-            else:
-                self._index[key] = len(self._index)
-                fresh.append(row)
-        if fresh:
-            self._data = torch.cat([self._data, torch.stack(fresh)])
+    def __init__(self, num_rows: int, embedding_size: int, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", path: str | None = None, max_bytes: int | None = None):
+        self.max_bytes = default_budget() if max_bytes is None else int(max_bytes)
+        super().__init__(num_rows, embedding_size, dtype, device, path)  # calls allocate()
 
-    def rows(self, indices: torch.Tensor) -> torch.Tensor:
-        return self._data.index_select(0, indices.cpu())
-
-    def close(self) -> None:
-        """Write the rows to ``directory`` (nothing to do without one)."""
-        if self.directory is None:
-            return
-        from safetensors.torch import save_file
-
-        os.makedirs(self.directory, exist_ok=True)
-        keys = sorted(self._index, key=self._index.__getitem__)
-        save_file({"rows": self._data.contiguous()}, os.path.join(self.directory, _ROWS_FILE))
-        with open(os.path.join(self.directory, _KEYS_FILE), "w", encoding="utf-8") as fh:
-            json.dump([_encode_key(k) for k in keys], fh)
-
-    def _read(self) -> None:
-        from safetensors.torch import load_file
-
-        with open(os.path.join(self.directory, _KEYS_FILE), encoding="utf-8") as fh:
-            keys = [_decode_key(k) for k in json.load(fh)]
-        data = load_file(os.path.join(self.directory, _ROWS_FILE))["rows"]
-        if tuple(data.shape) != (len(keys), self.embedding_size):
-            raise ValueError(f"the cache in {self.directory} has rows of shape {tuple(data.shape)}, expected "
-                             f"({len(keys)}, {self.embedding_size}); delete it to rebuild")
-        self._data = data.to(self.dtype)
-        self._index = {key: i for i, key in enumerate(keys)}
+    def allocate(self) -> torch.Tensor:
+        if self.max_bytes is not None and self.payload_bytes > self.max_bytes:
+            raise ConfigError(
+                f"the $component cache needs {self.payload_bytes} bytes ({self.num_rows} rows of "
+                f"{self.embedding_size} {self.dtype} values), over its budget of {self.max_bytes} bytes; "
+                f"raise {BUDGET_VARIABLE}, halve the size with CacheConfig(half_precision=True), "
+                "or use the 'disk' cache backend"
+            )
+        # zeros: under several processes each fills a share of the rows and the tables are summed
+        return torch.zeros(self.num_rows, self.embedding_size, dtype=self.dtype)
 '''
 
-CACHE_TESTS = _TEST_HEADER + '''
+CACHE_TESTS = _TEST_HEADER.replace("import torch\n", "import pytest\nimport torch\n").replace(
+    "from simplug.testing", "from simplug.errors import ConfigError\nfrom simplug.testing"
+).replace("\nfrom $package.$module import $class_name", "\nfrom $package.$module import BUDGET_VARIABLE, $class_name") + '''
 
-def test_keeps_the_cache_contract_in_memory():
-    check_cache_backend(lambda: $class_name(embedding_size=6), name="$component")
+def test_keeps_the_cache_contract():
+    check_cache_backend($class_name, name="$component")
+    # with a budget that the check's tables fit in (the cache passes only the base arguments)
+    check_cache_backend(lambda *args, **kwargs: $class_name(*args, max_bytes=120, **kwargs), name="$component")
 
 
-def test_keeps_the_cache_contract_on_disk(tmp_path):
-    check_cache_backend(lambda: $class_name(embedding_size=6, directory=str(tmp_path / "cache")), name="$component")
-
-
-def test_half_precision_rows():
-    cache = $class_name(embedding_size=3, dtype=torch.float16)
-    cache.put(["x"], torch.tensor([[0.1, 0.2, 0.3]]))
-    assert cache.get(["x"]).dtype == torch.float16
+def test_a_table_over_the_budget_is_refused_before_the_fill(monkeypatch):
+    with pytest.raises(ConfigError, match="needs 4000 bytes .* over its budget of 3999 bytes"):
+        $class_name(100, 10, torch.float32, max_bytes=3999)
+    monkeypatch.setenv(BUDGET_VARIABLE, "2K")
+    half = $class_name(100, 10, torch.float16)  # 2000 bytes fit in 2048
+    assert half.payload_bytes == 2000 and half.storage.dtype == torch.float16
+    with pytest.raises(ConfigError, match=f"raise {BUDGET_VARIABLE}, halve the size"):
+        $class_name(100, 10, torch.float32)
+    monkeypatch.setenv(BUDGET_VARIABLE, "lots")
+    with pytest.raises(ConfigError, match="is not a size"):
+        $class_name(1, 1)
 ''' + _INSTALLED_TEST
 
 _MODEL_USAGE = '''\
@@ -478,8 +464,8 @@ COMPONENTS: dict[str, dict[str, str]] = {
     },
     "cache_backends": {
         "module": "cache", "suffix": "Cache", "check": "check_cache_backend", "component": CACHE,
-        "tests": CACHE_TESTS, "summary": "embeddings in memory, optionally kept in a directory",
-        "usage": "Once installed, `simplug list --kind cache_backends` shows `$component`; choose it for a "
-                 "frozen encoder's cache in your model's `configure_caches`.",
+        "tests": CACHE_TESTS, "summary": "embeddings in CPU memory, within a memory budget",
+        "usage": "Once installed, `simplug list --kind cache_backends` shows `$component`; name it as a "
+                 "frozen encoder's cache type: `configure_caches` returning `CacheConfig(cache_type=\"$component\")`.",
     },
 }

@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -627,73 +627,163 @@ def _check_blockwise(label: str, metric: Any, embeddings: "torch.Tensor", target
 
 
 # --------------------------------------------------------------------------- cache backends
-def check_cache_backend(make_backend: Callable[[], Any], name: str | None = None) -> None:
-    """put/get by key, overwriting, ``rows``, unknown keys; persistence where it claims it.
+def check_cache_backend(backend_class: Callable[..., Any], name: str | None = None) -> None:
+    """The table contract that ``simplug.caching`` relies on.
 
-    ``make_backend()`` returns a new backend over the same storage each call (for a persistent
-    backend: the same directory or file). A backend with ``persistent = True`` must give a new
-    instance the rows an earlier one was given; its ``close()`` (if any) is called first. A
-    backend without it must not share rows between instances.
+    ``backend_class`` is the registered class, or any callable taking the same arguments
+    (``functools.partial(MyCache, option=...)``): the cache builds a backend as
+    ``backend_class(num_rows, embedding_size, dtype, device)``, adding ``path=`` (the cache
+    file) when the class is ``file_backed`` and the cache is persisted. Checked: a new table
+    is zeros of the right shape and dtype (several processes each fill a share and the shares
+    are summed); ``write(positions, embeddings)`` then ``rows(indices)`` and ``storage`` give
+    the rows written at those positions, in float32 and float16; ``payload_bytes``; a wrongly
+    shaped write is refused; ``save_file`` writes the cache file format (raw row-major rows,
+    ``payload_bytes`` long), which passes ``verify_cache_file`` and which ``load_file`` of a new
+    instance reads back; a file-backed backend persists in place and ``close()`` keeps the
+    cache file it was given.
     """
     import torch
 
-    from simplug.cache import CacheBackend
+    from simplug.cache import CacheBackend, expected_meta, file_sha256, verify_cache_file, write_meta
 
-    first = make_backend()
-    label = _label("cache backend", first, name)
+    label = f"cache backend {name or getattr(backend_class, '__name__', type(backend_class).__name__)!r}"
+    num_rows, size = 6, 5
+    with _step(label, f"the constructor ({num_rows}, {size}, torch.float32, 'cpu')"):
+        first = backend_class(num_rows, size, torch.float32, "cpu")
     if not isinstance(first, CacheBackend):
         _fail(f"{label} is a {type(first).__name__}, not a simplug.cache.CacheBackend subclass")
-    size = first.embedding_size
-    keys: list[Hashable] = ["a", 7, ("tuple", 1), "d"]
-    values = torch.randn(len(keys), size, generator=_generator())
-    expected = values.to(first.dtype)
-    with _step(label, f"put({keys}, a {(len(keys), size)} tensor)"):
-        first.put(keys, values)
-    if len(first) != len(keys):
-        _fail(f"{label}: len() is {len(first)} after putting {len(keys)} distinct keys")
-    for key in keys:
-        if key not in first:
-            _fail(f"{label}: key {key!r} is not 'in' the cache after put")
-    with _step(label, "get(keys)"):
-        got = first.get(list(reversed(keys)))
-    if _shape(got) != (len(keys), size) or not torch.equal(got.cpu(), expected.flip(0).cpu()):
-        _fail(f"{label}: get(keys) does not return the rows put under those keys, in the order asked")
-    overwrite = torch.randn(1, size, generator=_generator(5))
-    with _step(label, "put of a key already in the cache"):
-        first.put([7], overwrite)
-    if len(first) != len(keys):
-        _fail(f"{label}: putting key 7 again changed len() to {len(first)}; a key has one row")
-    if not torch.equal(first.get([7]).cpu(), overwrite.to(first.dtype).cpu()):
-        _fail(f"{label}: putting key 7 again did not replace its row")
-    expected[1] = overwrite[0].to(first.dtype)
-    with _step(label, "rows(indices)"):
-        by_index = first.rows(torch.arange(len(keys)))
-    if _shape(by_index) != (len(keys), size):
-        _fail(f"{label}: rows(arange({len(keys)})) has shape {_shape(by_index)}")
+    file_backed = bool(first.file_backed)
+    _check_new_table(label, first, num_rows, size, torch.float32)
+    with _step(label, "close()"):
+        first.close()
+
+    values = torch.randn(num_rows, size, generator=_generator())
+    order = torch.tensor([4, 0, 2, 5, 1, 3])  # the fill writes in the encoder's order, in batches
+    with tempfile.TemporaryDirectory(prefix="simplug-check-cache-") as tmp:
+        for dtype in (torch.float32, torch.float16):
+            path = os.path.join(tmp, f"{str(dtype)[6:]}.rows")
+            # a persisted file-backed cache is built in the cache file itself
+            args = {"path": path} if file_backed else {}
+            with _step(label, f"the constructor ({num_rows}, {size}, {dtype}, 'cpu'{', path=...' if args else ''})"):
+                backend = backend_class(num_rows, size, dtype, "cpu", **args)
+            _check_new_table(label, backend, num_rows, size, dtype)
+            expected = values.to(dtype)
+            for batch in order.split(4):
+                with _step(label, f"write(positions={batch.tolist()}, embeddings of shape {(len(batch), size)})"):
+                    backend.write(batch, values[batch])
+            _check_rows(label, backend, expected, f"after write() at positions {order.tolist()} in {dtype}")
+            _check_refuses_bad_write(label, backend, size)
+
+            with _step(label, f"save_file({path!r})"):
+                backend.save_file(path)
+            _check_cache_file(label, path, expected, dtype)
+            # the cache records the file's SHA-256 after save_file and verifies it before reuse
+            meta = expected_meta("check", num_rows, size, dtype)
+            saved_sha256 = file_sha256(path)
+            write_meta(path + ".json", {**meta, "sha256": saved_sha256})
+            reason = verify_cache_file(path, path + ".json", meta)
+            if reason is not None:
+                _fail(f"{label}: the file save_file wrote fails verify_cache_file ({reason})")
+            with _step(label, "close() after save_file"):
+                backend.close()
+            if not os.path.exists(path) or file_sha256(path) != saved_sha256:
+                _fail(f"{label}: close() removed or changed the cache file {path}; a backend may delete only "
+                      "temporary files it created itself, never the cache file it was given as path")
+
+            with _step(label, f"the constructor for reuse ({num_rows}, {size}, {dtype}, 'cpu'{', path=...' if args else ''})"):
+                reopened = backend_class(num_rows, size, dtype, "cpu", **args)
+            with _step(label, f"load_file({path!r})"):
+                reopened.load_file(path)
+            _check_rows(label, reopened, expected, "after load_file() of a saved cache file")
+            with _step(label, "close()"):
+                reopened.close()
+
+        # a file-backed backend is also given cache files other than its own (a copy elsewhere)
+        source = os.path.join(tmp, "float32.rows")
+        with _step(label, f"load_file of another cache file into a new ({num_rows}, {size}, torch.float32, 'cpu')"):
+            other = backend_class(num_rows, size, torch.float32, "cpu")
+            other.load_file(source)
+        _check_rows(label, other, values, "after load_file() of a cache file made by another instance")
+        with _step(label, "close()"):
+            other.close()
+
+    with _step(label, f"the constructor (0, {size}, torch.float32, 'cpu') and rows() of no indices"):
+        empty = backend_class(0, size, torch.float32, "cpu")
+        got = empty.rows(torch.zeros(0, dtype=torch.long))
+        empty.close()
+    if _shape(got) != (0, size):
+        _fail(f"{label}: rows() of no indices on an empty table has shape {_shape(got)}, expected {(0, size)}")
+
+
+def _check_new_table(label: str, backend: Any, num_rows: int, size: int, dtype: "torch.dtype") -> None:
+    import torch
+
+    if len(backend) != num_rows or backend.num_rows != num_rows or backend.embedding_size != size:
+        _fail(f"{label}: built with num_rows={num_rows}, embedding_size={size} it reports len()={len(backend)}, "
+              f"num_rows={backend.num_rows}, embedding_size={backend.embedding_size}")
+    if backend.dtype != dtype:
+        _fail(f"{label}: built with dtype {dtype} its dtype attribute is {backend.dtype}")
+    storage = getattr(backend, "storage", None)
+    if not isinstance(storage, torch.Tensor) or _shape(storage) != (num_rows, size) or storage.dtype != dtype:
+        got = f"{_shape(storage)} {storage.dtype}" if isinstance(storage, torch.Tensor) else type(storage).__name__
+        _fail(f"{label}: storage is {got}; allocate() must return the table, a {(num_rows, size)} tensor of {dtype} "
+              "(training reads rows from storage directly)")
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    if backend.payload_bytes != num_rows * size * itemsize:
+        _fail(f"{label}: payload_bytes is {backend.payload_bytes} for {num_rows} rows of {size} {dtype} values; "
+              f"expected {num_rows * size * itemsize}")
+    if storage.numel() and storage.detach().cpu().float().abs().sum().item() != 0:
+        _fail(f"{label}: a new table is not all zeros; allocate() must zero it (under several processes each "
+              "fills a share of the rows and the tables are summed)")
+
+
+def _check_rows(label: str, backend: Any, expected: "torch.Tensor", when: str) -> None:
+    import torch
+
+    indices = torch.tensor([3, 0, 5, 3, 1])  # out of order and repeated, as a shuffled batch
+    with _step(label, f"rows({indices.tolist()}) {when}"):
+        got = backend.rows(indices.to(backend.storage.device))
+    if _shape(got) != (len(indices), expected.shape[1]) or got.dtype != expected.dtype:
+        _fail(f"{label}: rows({indices.tolist()}) {when} is {_shape(got)} {getattr(got, 'dtype', '')}; expected "
+              f"{(len(indices), expected.shape[1])} {expected.dtype} (the storage dtype; training widens it)")
+    if not torch.equal(got.cpu(), expected[indices]):
+        _fail(f"{label}: rows({indices.tolist()}) {when} does not return the rows written at those positions")
+    if not torch.equal(backend.storage.detach().cpu(), expected):
+        _fail(f"{label}: storage {when} does not hold row i at index i; training gathers from storage directly")
+
+
+def _check_refuses_bad_write(label: str, backend: Any, size: int) -> None:
+    import torch
+
+    before = backend.storage.detach().cpu().clone()
     try:
-        first.get(["never put"])
-    except KeyError:
+        backend.write(torch.tensor([0, 1]), torch.ones(2, size + 1))
+    except ValueError:
         pass
     except Exception as exc:
-        _fail(f"{label}: get of an unknown key raised {type(exc).__name__}, not KeyError: {exc}")
+        _fail(f"{label}: write() of embeddings of the wrong width raised {type(exc).__name__}, not ValueError: {exc}")
     else:
-        _fail(f"{label}: get of an unknown key returned a row instead of raising KeyError")
+        _fail(f"{label}: write() accepted embeddings of width {size + 1} for a table of embedding_size {size}; "
+              "it must raise ValueError")
+    if not torch.equal(backend.storage.detach().cpu(), before):
+        _fail(f"{label}: a refused write() changed the table")
 
-    close = getattr(first, "close", None)
-    if callable(close):
-        with _step(label, "close()"):
-            close()
-    second = make_backend()
-    if first.persistent:
-        if len(second) != len(keys):
-            _fail(f"{label} claims persistent=True but a new instance over the same storage has "
-                  f"{len(second)} rows instead of {len(keys)}")
-        with _step(label, "get(keys) on a reopened backend"):
-            reopened = second.get(keys)
-        if not torch.equal(reopened.cpu(), expected.cpu()):
-            _fail(f"{label} claims persistent=True but a reopened instance returns other rows for the same keys")
-    elif len(second) != 0:
-        _fail(f"{label} is not persistent but a new instance starts with {len(second)} rows from another one")
+
+def _check_cache_file(label: str, path: str, expected: "torch.Tensor", dtype: "torch.dtype") -> None:
+    import torch
+
+    want = expected.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    if not os.path.exists(path):
+        _fail(f"{label}: save_file({path!r}) wrote no file")
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if len(data) != len(want):
+        _fail(f"{label}: save_file wrote {len(data)} bytes for {expected.shape[0]} rows of {expected.shape[1]} "
+              f"{dtype} values; the cache file format is the raw rows, row-major, payload_bytes "
+              f"({len(want)}) long, with no header")
+    if data != want:
+        _fail(f"{label}: the file save_file wrote does not hold the rows as raw row-major {dtype} values "
+              "(the cache file format: row i at byte i * embedding_size * itemsize)")
 
 
 # --------------------------------------------------------------------------- dispatch

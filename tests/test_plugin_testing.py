@@ -88,7 +88,7 @@ def test_every_builtin_passes_its_check(kind, name, tmp_path):
         for encoder, inputs in ENCODER_CASES[name](cls):
             check_encoder(encoder, inputs, name=name)
     elif kind == "cache_backends":
-        check_cache_backend(lambda: _construct(kind, name, cls, tmp_path), name=name)
+        check_cache_backend(cls, name=name)  # built by the cache with (num_rows, embedding_size, dtype, device)
     else:
         check_component(kind, _construct(kind, name, cls, tmp_path), name=name)
 
@@ -310,21 +310,99 @@ def test_a_metric_that_is_not_per_query_fails():
         check_metric(OneValuePerBlock(), name="wrong")
 
 
-def test_a_cache_backend_that_claims_persistence_falsely_fails():
+# --------------------------------------------------------------------------- faulty cache backends
+def _memory_cache():
     from simplug.plugins.cache.memory import MemoryCache
 
-    class Boastful(MemoryCache):
-        persistent = True
+    return MemoryCache
 
-    with pytest.raises(AssertionError, match=r"cache backend 'wrong' claims persistent=True but a new instance"):
-        check_cache_backend(lambda: Boastful(4), name="wrong")
 
-    class KeepsTheFirstRow(MemoryCache):
-        def put(self, keys, embeddings):
-            super().put([k for k in keys if k not in self], embeddings[[k not in self for k in keys]])
+def test_a_cache_backend_that_ignores_the_positions_fails():
+    class WritesInArrivalOrder(_memory_cache()):
+        next_row = 0
 
-    with pytest.raises(AssertionError, match=r"putting key 7 again did not replace its row"):
-        check_cache_backend(lambda: KeepsTheFirstRow(4), name="wrong")
+        def write(self, positions, embeddings):
+            self.storage[self.next_row : self.next_row + len(positions)] = embeddings.to(self.dtype)
+            self.next_row += len(positions)
+
+    with pytest.raises(AssertionError, match=r"cache backend 'wrong': rows\(\[3, 0, 5, 3, 1\]\) after write\(\) at "
+                                             r"positions \[4, 0, 2, 5, 1, 3\] in torch.float32 does not return the rows "
+                                             r"written at those positions"):
+        check_cache_backend(WritesInArrivalOrder, name="wrong")
+
+
+def test_a_cache_backend_that_ignores_half_precision_fails():
+    class AlwaysFloat32(_memory_cache()):
+        def allocate(self):
+            return torch.zeros(self.num_rows, self.embedding_size)
+
+    with pytest.raises(AssertionError, match=r"cache backend 'wrong': storage is \(6, 5\) torch.float32; allocate\(\) "
+                                             r"must return the table, a \(6, 5\) tensor of torch.float16"):
+        check_cache_backend(AlwaysFloat32, name="wrong")
+
+
+def test_a_cache_backend_whose_new_table_is_not_zeros_fails():
+    class Uninitialised(_memory_cache()):
+        def allocate(self):
+            return torch.full((self.num_rows, self.embedding_size), float("nan"), dtype=self.dtype)
+
+    with pytest.raises(AssertionError, match=r"cache backend 'wrong': a new table is not all zeros"):
+        check_cache_backend(Uninitialised, name="wrong")
+
+
+def test_a_cache_backend_that_saves_its_own_format_fails(tmp_path):
+    class SavesWithTorchSave(_memory_cache()):
+        def save_file(self, path):
+            torch.save(self.storage, path)
+
+        def load_file(self, path):
+            self.storage.copy_(torch.load(path))
+
+    with pytest.raises(AssertionError, match=r"cache backend 'wrong': save_file wrote \d+ bytes for 6 rows of 5 "
+                                             r"torch.float32 values; the cache file format is the raw rows"):
+        check_cache_backend(SavesWithTorchSave, name="wrong")
+
+
+def test_a_cache_backend_that_does_not_load_fails():
+    class ForgetsOnLoad(_memory_cache()):
+        def load_file(self, path):
+            pass
+
+    with pytest.raises(AssertionError, match=r"cache backend 'wrong': rows\(\[3, 0, 5, 3, 1\]\) after load_file\(\) "
+                                             r"of a saved cache file does not return the rows"):
+        check_cache_backend(ForgetsOnLoad, name="wrong")
+
+
+def test_a_cache_backend_that_accepts_a_wrong_width_fails():
+    class Lenient(_memory_cache()):
+        def write(self, positions, embeddings):
+            width = min(embeddings.shape[1], self.embedding_size)
+            self.storage[positions, :width] = embeddings[:, :width].to(self.dtype)
+
+    with pytest.raises(AssertionError, match=r"cache backend 'wrong': write\(\) accepted embeddings of width 6 for a "
+                                             r"table of embedding_size 5; it must raise ValueError"):
+        check_cache_backend(Lenient, name="wrong")
+
+
+def test_a_file_backed_cache_backend_that_deletes_its_cache_file_fails():
+    import os
+
+    from simplug.plugins.cache.disk import DiskCache
+
+    class DeletesOnClose(DiskCache):
+        def close(self):
+            path = self.path
+            super().close()
+            if os.path.exists(path):  # its own temporary file is already gone
+                os.remove(path)
+
+    with pytest.raises(AssertionError, match=r"cache backend 'wrong': close\(\) removed or changed the cache file"):
+        check_cache_backend(DeletesOnClose, name="wrong")
+
+
+def test_a_cache_backend_that_is_not_a_cache_backend_fails():
+    with pytest.raises(AssertionError, match=r"cache backend 'wrong' is a dict, not a simplug.cache.CacheBackend"):
+        check_cache_backend(lambda *args, **kwargs: {}, name="wrong")
 
 
 # --------------------------------------------------------------------------- registry helpers
