@@ -19,6 +19,7 @@ from simplug.serving.model import DEFAULT_ENCODER_KEY, SimilarityModel
 from simplug.xbm import CrossBatchMemory, XbmConfig
 
 STAGES = ("train", "validation", "test")
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 class TrainableModel(CachingMixin, pl.LightningModule):
@@ -62,6 +63,18 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         self._loss = loss
         self._xbm = self._cross_batch_memory(self.configure_xbm())
         self._metrics = attach_metrics(self.configure_metrics())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets plain attributes (e.g. _current_fx_name) around every hook call, dozens
+        # of times per step; nn.Module's __setattr__ runs its Parameter/Module/buffer checks on
+        # each. A cached step of a small head is short enough for that to show, so values that
+        # can be none of those, under names that already hold plain values, are set directly.
+        # (A name already in __dict__ is a plain attribute: nn.Module keeps parameters, buffers
+        # and submodules out of it.)
+        if type(value) in _PLAIN_TYPES and name in self.__dict__:
+            self.__dict__[name] = value
+            return
+        super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ hooks to override
     def configure_encoders(self) -> Encoder | dict[str, Encoder]:
