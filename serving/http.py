@@ -3,7 +3,8 @@
 Endpoints (every response, errors included, is JSON):
 
 - ``POST /encode``: the body is a JSON list of objects, ``[obj, obj, ...]``, or the same list
-  wrapped as ``{"inputs": [obj, ...]}``. An object is what the model's encoder collate takes:
+  wrapped as ``{"inputs": [obj, ...]}``; a model with a head per side takes
+  ``{"inputs": [...], "side": "query"}`` (or ``"document"``). An object is what the model's encoder collate takes:
   a list of numbers for tensor encoders (``torch_module``), a string for text encoders.
   The answer is ``{"embeddings": [[float, ...], ...], "embedding_size": d, "count": n}``, in
   the order of the inputs.
@@ -37,6 +38,7 @@ import numpy as np
 
 import simplug
 from simplug.errors import DataError, SimplugError
+from simplug.serving.model import SIDES
 from simplug.serving.inputs import check_tensor_objects, describe_inputs, takes_tensors, tensor_input_shape
 
 DEFAULT_HOST = "127.0.0.1"
@@ -108,7 +110,7 @@ class EncodingService:
             "input": self.input_description,
         }
 
-    def parse(self, body: bytes) -> list[Any]:
+    def parse(self, body: bytes) -> tuple[list[Any], str | None]:
         """The list of objects in a request body, or ``RequestError``."""
         try:
             text = body.decode("utf-8")
@@ -120,15 +122,21 @@ class EncodingService:
             raise RequestError(400, "the JSON is nested too deeply") from None
         except ValueError as exc:
             raise RequestError(400, f"the body is not valid JSON: {_short(str(exc))}") from None
+        side = None
         if isinstance(payload, dict):
-            extra = sorted(set(payload) - {"inputs"})
+            extra = sorted(set(payload) - {"inputs", "side"})
             if "inputs" not in payload or extra:
                 what = f"unknown keys {extra}" if extra else "no 'inputs' key"
-                raise RequestError(400, f'the JSON object has {what}; send a list of objects or {{"inputs": [...]}}')
+                raise RequestError(400, f'the JSON object has {what}; send a list of objects or {{"inputs": [...], "side": "query"}}')
+            side = payload.get("side")
+            if side is not None and side not in SIDES:
+                raise RequestError(400, f"'side' is {side!r}; it must be one of {list(SIDES)}")
             payload = payload["inputs"]
             where = "'inputs'"
         else:
             where = "the body"
+        if side is None and getattr(self.model, "sides", ()):
+            raise RequestError(400, f'this model has a head per side: send {{"inputs": [...], "side": "query"}} (or "document")')
         if not isinstance(payload, list):
             kind = "an object" if isinstance(payload, dict) else type(payload).__name__
             raise RequestError(400, f'{where} must be a JSON list of objects (or {{"inputs": [...]}}), got {kind}')
@@ -143,14 +151,14 @@ class EncodingService:
                 raise RequestError(400, str(exc)) from None
             except RecursionError:
                 raise RequestError(400, "an object is nested too deeply") from None
-        return payload
+        return payload, side
 
-    def encode(self, objects: list[Any]) -> dict[str, Any]:
+    def encode(self, objects: list[Any], side: str | None = None) -> dict[str, Any]:
         if not objects:
             return {"embeddings": [], "embedding_size": int(self.model.embedding_size), "count": 0}
         try:
             with self._lock:
-                embeddings = self.model.encode(objects, batch_size=self.batch_size, to_numpy=True)
+                embeddings = self.model.encode(objects, batch_size=self.batch_size, to_numpy=True, side=side)
         except DataError as exc:  # the encoder's collate named what is wrong with the objects
             raise RequestError(400, _short(str(exc))) from None
         except (SimplugError, TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
@@ -233,8 +241,8 @@ class EncodingHandler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_body()
-            objects = self.server.service.parse(body)
-            result = self.server.service.encode(objects)
+            objects, side = self.server.service.parse(body)
+            result = self.server.service.encode(objects, side)
         except RequestError as exc:
             self._send_error_json(exc.status, exc.message)
             return

@@ -162,3 +162,25 @@ def test_cli_encode_and_held_out_scoring_use_the_sides(tmp_path):
     documents = torch.as_tensor(model.encode(task.candidates, side="document"))
     nearest = torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(documents, dim=1).T
     assert frozen_scores["precision@1"] == pytest.approx((nearest.argmax(1) == torch.arange(12)).float().mean().item())
+
+
+def test_http_server_encodes_each_side_and_requires_one(tmp_path):
+    from test_serving_http import post, start, stop
+
+    model = build().model
+    path = str(tmp_path / "model")
+    model.save(path)
+    served = SimilarityModel.load(path)
+    server = start(served, max_batch=16, max_body_bytes=65536)
+    try:
+        inputs = [[float(i * j) / 20 for j in range(12)] for i in range(3)]
+        for side in ("query", "document"):
+            status, body = post(server, {"inputs": inputs, "side": side})
+            assert status == 200, body
+            np.testing.assert_allclose(np.array(body["embeddings"]), model.encode(inputs, side=side), rtol=1e-5, atol=1e-6)
+        status, body = post(server, inputs)
+        assert status == 400 and '"side": "query"' in body["error"]
+        status, body = post(server, {"inputs": inputs, "side": "answer"})
+        assert status == 400 and "'side' is 'answer'" in body["error"]
+    finally:
+        stop(server)
