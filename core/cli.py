@@ -24,11 +24,9 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-    return "\n".join(lines)
+    from simplug.jobs import text_table  # no torch: the jobs module imports its heavy parts lazily
+
+    return text_table(headers, rows)
 
 
 def _read_manifest(model: str) -> dict:

@@ -95,6 +95,7 @@ class HeldOutScorer:
         from simplug.distance import resolve_distance
 
         self.task = task
+        self.distance = distance
         self.similarity = resolve_distance(distance).similarity_matrix
         self.ks = tuple(ks)
         self.batch_size = batch_size
@@ -105,7 +106,7 @@ class HeldOutScorer:
         baseline: what retrieval gives before any training)."""
         import torch
 
-        from simplug.retrieval import score_rankings
+        from simplug.retrieval import evaluate_retrieval, score_rankings, task_sides
 
         frozen = all(not e.trainable for e in model.encoders.values())
         if not heads and not frozen:
@@ -123,19 +124,12 @@ class HeldOutScorer:
             with torch.inference_mode():
                 # a model with a head per side encodes queries and candidates with their own heads
                 if heads:
-                    queries, candidates = (model.apply_heads(x, side) for x, side in zip(self._encoded, _sides(model)))
+                    queries, candidates = (model.apply_heads(x, side) for x, side in zip(self._encoded, task_sides(model)))
                 else:
                     queries, candidates = self._encoded
             model.train(was_training)
-        else:
-            query_side, candidate_side = _sides(model)
-            queries = model.encode(self.task.queries, batch_size=self.batch_size, to_numpy=False, side=query_side)
-            candidates = model.encode(self.task.candidates, batch_size=self.batch_size, to_numpy=False, side=candidate_side)
-        return score_rankings(queries, candidates, self.task.relevant, self.similarity, ks=self.ks)
-
-
-def _sides(model: Any) -> tuple[str | None, str | None]:
-    return ("query", "document") if getattr(model, "sides", ()) else (None, None)
+            return score_rankings(queries, candidates, self.task.relevant, self.similarity, ks=self.ks)
+        return evaluate_retrieval(model, self.task, self.distance, self.ks, self.batch_size)
 
 
 def format_comparison(columns: Mapping[str, Mapping[str, float]]) -> str:
@@ -150,10 +144,15 @@ def format_comparison(columns: Mapping[str, Mapping[str, float]]) -> str:
         if len(names) > 1 and values[0] is not None and values[-1] is not None:
             row.append(f"{values[-1] - values[0]:+.3f}")
         rows.append(row)
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return text_table(header, rows)
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns under a dashed rule (the command line's tables)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
     return "\n".join(lines)
 
 
@@ -206,8 +205,6 @@ def _plot(history: list[dict[str, float]], headline: str, path: str) -> str | No
 
 
 def _loaders(kind: str, train: list[Any], held_out: list[Any], settings: Mapping[str, Any]) -> tuple[Any, Any]:
-    import inspect
-
     from simplug.dataloader import GroupSimilarityDataLoader, PairsSimilarityDataLoader
 
     batch_size = int(settings.get("batch_size", 64))
@@ -217,8 +214,6 @@ def _loaders(kind: str, train: list[Any], held_out: list[Any], settings: Mapping
                 PairsSimilarityDataLoader(held_out, batch_size=batch_size, num_workers=workers))
     extra: dict[str, Any] = {}
     if settings.get("m_per_group"):
-        if "m_per_group" not in inspect.signature(GroupSimilarityDataLoader.__init__).parameters:
-            raise ConfigError("[train] m_per_group needs a GroupSimilarityDataLoader with balanced batches; this version has none")
         extra = {"m_per_group": int(settings["m_per_group"]), "seed": int(settings.get("seed", 0)),
                  "group_sampling": settings.get("group_sampling", "uniform")}
     else:

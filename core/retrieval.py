@@ -140,7 +140,13 @@ def evaluate_retrieval(
     from simplug.distance import resolve_distance
 
     similarity = resolve_distance(distance).similarity_matrix
-    sides = ("query", "document") if getattr(model, "sides", ()) else (None, None)
-    queries = model.encode(task.queries, batch_size=batch_size, to_numpy=False, side=sides[0])
-    candidates = model.encode(task.candidates, batch_size=batch_size, to_numpy=False, side=sides[1])
+    query_side, candidate_side = task_sides(model)
+    queries = model.encode(task.queries, batch_size=batch_size, to_numpy=False, side=query_side)
+    candidates = model.encode(task.candidates, batch_size=batch_size, to_numpy=False, side=candidate_side)
     return score_rankings(queries, candidates, task.relevant, similarity, ks=ks)
+
+
+def task_sides(model: Any) -> tuple[str | None, str | None]:
+    """The sides queries and candidates are encoded on: their own heads in a model with a head
+    per side, the shared head otherwise."""
+    return ("query", "document") if getattr(model, "sides", ()) else (None, None)

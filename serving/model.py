@@ -266,8 +266,7 @@ class SimilarityModel(nn.Module):
     def encode_order(self, inputs: Sequence[Any]) -> Sequence[int] | None:
         """The order to encode ``inputs`` in (e.g. texts by length), or None for as given."""
         for encoder in self.encoders.values():
-            order_fn = getattr(encoder, "cache_fill_order", None)
-            order = order_fn(inputs) if order_fn is not None else None
+            order = encoder.cache_fill_order(inputs)
             if order is not None:
                 return order
         return None

@@ -236,3 +236,11 @@ def test_evaluate_and_encode_refuse_a_directory_that_is_not_a_model(tmp_path):
     (tmp_path / "x.txt").write_text("hello\n", encoding="utf-8")
     result = run_cli("encode", str(tmp_path), str(tmp_path / "x.txt"), "-o", str(tmp_path / "o.npy"))
     assert result.returncode == 1 and "not a simplug model" in result.stderr.lower() and "Traceback" not in result.stderr
+
+
+def test_cli_argument_mistakes_are_named(tmp_path):
+    (tmp_path / "x.txt").write_text("hello\n", encoding="utf-8")
+    result = run_cli("encode", str(tmp_path), str(tmp_path / "x.txt"), "-o", str(tmp_path / "out.txt"))
+    assert result.returncode == 1 and "give a path ending in .npy" in result.stderr
+    result = run_cli("evaluate", str(tmp_path), str(tmp_path / "x.txt"), "--fields", "obj:text")
+    assert result.returncode == 1 and "--fields takes name=column pairs" in result.stderr
