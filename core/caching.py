@@ -419,16 +419,15 @@ class CacheState:
 
         objects = plan.objects
         order = encoder.cache_fill_order(objects)
-        if order is None:
-            order_t = torch.arange(len(objects))
-        else:
+        order_t = None
+        if order is not None:
             order_t = torch.as_tensor(list(order), dtype=torch.long)
             if len(order_t) != len(objects) or not torch.equal(order_t.sort().values, torch.arange(len(objects))):
                 raise ConfigError(
                     f"{type(encoder).__name__}.cache_fill_order must return each position 0..{len(objects) - 1} "
                     "exactly once (or None)"
                 )
-        batches = _ShareOfBatches(order_t, self.config.batch_size, dist.rank, dist.world)
+        batches = _ShareOfBatches(order_t, len(objects), self.config.batch_size, dist.rank, dist.world)
         loader = DataLoader(
             _Objects(objects),
             batch_sampler=batches,
@@ -462,22 +461,26 @@ class CacheState:
 
 
 class _ShareOfBatches:
-    """This process's batches of the fill order (every ``world``-th one), made lazily: a list of
-    every position as Python ints would cost more memory than a large cache's overhead budget."""
+    """This process's batches of the fill order (every ``world``-th one), each made when it is
+    needed: a list of every position as Python ints, or even ``order.split()`` (one tensor object
+    per batch, all at once), would cost more memory than a large cache's overhead budget.
+    ``order=None`` is the identity order: its batches are ranges, and no order tensor is kept."""
 
-    def __init__(self, order: torch.Tensor, batch_size: int, rank: int, world: int):
-        self.order, self.batch_size, self.rank, self.world = order, batch_size, rank, world
+    def __init__(self, order: torch.Tensor | None, num_positions: int, batch_size: int, rank: int, world: int):
+        self.order, self.num_positions = order, num_positions
+        self.batch_size, self.rank, self.world = batch_size, rank, world
 
     def tensors(self) -> Iterator[torch.Tensor]:
-        for i, batch in enumerate(self.order.split(self.batch_size)):
-            if i % self.world == self.rank:
-                yield batch
+        step = self.batch_size * self.world
+        for start in range(self.rank * self.batch_size, self.num_positions, step):
+            stop = min(start + self.batch_size, self.num_positions)
+            yield torch.arange(start, stop) if self.order is None else self.order[start:stop]
 
     def __iter__(self) -> Iterator[list[int]]:
         return (batch.tolist() for batch in self.tensors())
 
     def __len__(self) -> int:
-        batches = -(-len(self.order) // self.batch_size)
+        batches = -(-self.num_positions // self.batch_size)
         return len(range(self.rank, batches, self.world))
 
 

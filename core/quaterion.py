@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
 
 import pytorch_lightning as pl
+from pytorch_lightning.profilers import PassThroughProfiler
 
 from simplug.dataloader import SimilarityDataLoader
 from simplug.errors import DataError
@@ -43,6 +44,18 @@ def quiet_lightning() -> Iterator[None]:
                 lg.setLevel(level)
 
 
+class NoProfiler(PassThroughProfiler):
+    """Lightning's do-nothing profiler, minus its cost: Lightning enters ``profiler.profile(name)``
+    around every hook, dozens of times a step, and the stock one builds a generator-based context
+    manager each time (~1 us apiece: tens of microseconds a step, as much as a cached step's
+    optimizer update). This one hands back one shared no-op context."""
+
+    _nothing = nullcontext()
+
+    def profile(self, action_name: str) -> Any:  # type: ignore[override]
+        return self._nothing
+
+
 def trainer_defaults(
     trainable_model: TrainableModel | None = None,
     train_dataloader: SimilarityDataLoader | None = None,
@@ -63,6 +76,7 @@ def trainer_defaults(
         "callbacks": callbacks,
         "logger": CSVLogger(save_dir=default_root_dir or ".", name="lightning_logs"),
         "enable_progress_bar": True,
+        "profiler": NoProfiler(),
     }
     if default_root_dir:
         defaults["default_root_dir"] = default_root_dir

@@ -324,3 +324,60 @@ def test_training_loss_is_logged_on_logger_steps_with_the_epoch_mean(tmp_path):
     for epoch, value in epochs.items():
         step_losses = [loss for e, loss in steps if e == epoch]
         assert value == pytest.approx(sum(step_losses) / len(step_losses), rel=1e-5)
+
+
+@pytest.mark.parametrize("clip_algorithm", ["value", "norm"])
+def test_trainer_gradient_clipping_still_clips(clip_algorithm):
+    """TrainableModel skips Lightning's clipping hook when no clip value is set; with one, the
+    step must still be clipped: SGD at lr 1 moves no weight further than the clip allows."""
+    train = GroupSimilarityDataLoader(group_points(per_group=8), batch_size=48)
+    moved = {}
+    for clip in (None, 1e-6):
+        model = Model(cache=CacheConfig())
+        model.configure_optimizers = lambda m=model: torch.optim.SGD(m.trainable_parameters(), lr=1.0)
+        before = head_state(model)
+        Quaterion.fit(model, train_dataloader=train, **{**FIT, "max_epochs": 1},
+                      gradient_clip_val=clip, gradient_clip_algorithm=clip_algorithm)
+        after = head_state(model)
+        moved[clip] = torch.cat([(after[k] - before[k]).flatten() for k in before])
+    assert moved[None].abs().max() > 1e-4  # unclipped, one step moves some weight 100x further
+    if clip_algorithm == "value":
+        assert moved[1e-6].abs().max() <= 1e-6 * (1 + 1e-3)
+    else:
+        assert moved[1e-6].norm() <= 1e-6 * (1 + 1e-2)
+
+
+def test_fit_uses_a_no_op_profiler_unless_one_is_given():
+    from pytorch_lightning.profilers import SimpleProfiler
+
+    from simplug.quaterion import NoProfiler
+
+    model = Model(cache=CacheConfig())
+    trainer = Quaterion.fit(model, train_dataloader=GroupSimilarityDataLoader(group_points(per_group=4), batch_size=8), **FIT)
+    assert isinstance(trainer.profiler, NoProfiler)
+    with trainer.profiler.profile("anything") as value:  # a usable context, reentrant
+        with trainer.profiler.profile("nested"):
+            assert value is None
+    trainer = Quaterion.fit(Model(cache=CacheConfig()), profiler=SimpleProfiler(),
+                            train_dataloader=GroupSimilarityDataLoader(group_points(per_group=4), batch_size=8), **FIT)
+    assert isinstance(trainer.profiler, SimpleProfiler)
+    assert "run_training_epoch" in trainer.profiler.recorded_durations
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("ordered", [False, True])
+def test_fill_batches_split_every_position_once_across_processes(world, ordered):
+    from simplug.caching import _ShareOfBatches
+
+    n, batch_size = 23, 4
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)) if ordered else None
+    expected = order if ordered else torch.arange(n)
+    shares = [_ShareOfBatches(order, n, batch_size, rank, world) for rank in range(world)]
+    batches = {rank: list(share.tensors()) for rank, share in enumerate(shares)}
+    for rank, share in enumerate(shares):
+        assert len(share) == len(batches[rank])
+        assert [b.tolist() for b in batches[rank]] == list(share)  # the loader's lists match the tensors
+    # batch i of the order goes to rank i % world, and together they are the whole order
+    for i, start in enumerate(range(0, n, batch_size)):
+        assert torch.equal(batches[i % world][i // world], expected[start:start + batch_size])
+    assert sum(len(b) for bs in batches.values() for b in bs) == n
