@@ -302,6 +302,8 @@ class CacheState:
         self.sources: dict[str, SourcePlan] = {}
         self.backends: dict[str, CacheBackend] = {}
         self.filled = False
+        # what the fill did for each encoder, in words ("built", "reused ...", "rebuilt ...: reason")
+        self.outcomes: dict[str, str] = {}
 
     @property
     def cached_names(self) -> list[str]:
@@ -372,6 +374,7 @@ class CacheState:
             else:
                 backend = cls(num_rows, dim, dtype, device)
             self._encode_into(backend, key, plan, encoder, device, progress, dist)
+            self.outcomes[key] = f"built ({num_rows} rows, not persisted)"
             return backend
 
         os.makedirs(save_dir, exist_ok=True)
@@ -385,6 +388,7 @@ class CacheState:
             log.info("cache of encoder %r: reusing %s", key, rows_path)
             backend = cls(num_rows, dim, dtype, device, path=rows_path if cls.file_backed else None)
             backend.load_file(rows_path)
+            self.outcomes[key] = f"reused {rows_path} ({num_rows} rows)"
             return backend
         if dist.rank == 0:
             if reason != "no cache file yet":
@@ -407,6 +411,8 @@ class CacheState:
         dist.barrier()
         if cls.file_backed:
             backend.path = rows_path  # the mapping follows the renamed file
+        self.outcomes[key] = f"built {rows_path} ({num_rows} rows)" if reason == "no cache file yet" else \
+            f"rebuilt {rows_path} ({num_rows} rows): {reason}"
         return backend
 
     def _encode_into(self, backend: CacheBackend, key: str, plan: EncoderPlan, encoder: Any,

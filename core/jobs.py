@@ -17,7 +17,8 @@ from simplug.errors import ConfigError, DataError
 SECTIONS = {
     "data": {"kind", "train", "validation", "fields"},
     "model": None,  # passed to TrainableModel.from_config, which checks its own keys
-    "train": {"epochs", "batch_size", "seed", "m_per_group", "group_sampling", "cache", "num_workers", "validate",
+    "train": {"epochs", "batch_size", "seed", "m_per_group", "group_sampling", "cache", "cache_dir", "num_workers",
+              "validate",
               "early_stopping_patience", "accelerator"},
     "evaluate": {"distance", "ks", "candidates", "batch_size", "headline"},
     "output": {"dir"},
@@ -257,8 +258,18 @@ def run_training(config_path: str, output_dir: str | None = None, epochs: int | 
     frozen = [key for key, encoder in model.model.encoders.items() if not encoder.trainable]
     if cache not in (None, False, "none") and "cache" not in job.model and frozen:
         # frozen encoders run once, before the first epoch; trainable ones stay uncached
-        model.use_cache({"cache_type": cache if isinstance(cache, str) else "auto", "mapping": {k: cache for k in frozen}}
-                        if isinstance(cache, str) and cache != "auto" else {"cache_type": "auto"})
+        spec: dict[str, Any] = {"cache_type": "auto"}
+        if isinstance(cache, str) and cache != "auto":
+            spec = {"cache_type": cache, "mapping": {k: cache for k in frozen}}
+        if settings.get("cache_dir"):
+            # kept between runs: a second run (another learning rate, more epochs) skips the fill
+            spec["save_dir"] = job.resolve_path(str(settings["cache_dir"]))
+        model.use_cache(spec)
+    elif settings.get("cache_dir"):
+        raise ConfigError(
+            f"{config_path}: [train] cache_dir is set but nothing is cached (cache = {cache!r}, or a [model] cache "
+            "table, or no frozen encoder); remove cache_dir, or put save_dir in the [model] cache table"
+        )
     if model.loss.target_kind != kind:
         raise ConfigError(
             f"{config_path}: [data] kind is {kind!r} but the loss {job.model.get('loss')!r} is a "
@@ -307,6 +318,9 @@ def run_training(config_path: str, output_dir: str | None = None, epochs: int | 
         num_sanity_val_steps=0,
     )
     timings["train"] = time.perf_counter() - started
+    if model.cache_state is not None:
+        for key, outcome in model.cache_state.outcomes.items():
+            echo(f"cache of encoder {key!r}: {outcome}")
 
     started = time.perf_counter()
     after = scorer.score(model.model)
@@ -325,6 +339,7 @@ def run_training(config_path: str, output_dir: str | None = None, epochs: int | 
         "trained": after,
         "epochs": recorder.history,
         "seconds": {k: round(v, 3) for k, v in timings.items()},
+        "cache": dict(model.cache_state.outcomes) if model.cache_state is not None else {},
         "model": os.path.abspath(model_dir),
     }
     plot = _plot(recorder.history, headline, os.path.join(out, "training.png")) if recorder.history else None

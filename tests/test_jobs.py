@@ -244,3 +244,36 @@ def test_cli_argument_mistakes_are_named(tmp_path):
     assert result.returncode == 1 and "give a path ending in .npy" in result.stderr
     result = run_cli("evaluate", str(tmp_path), str(tmp_path / "x.txt"), "--fields", "obj:text")
     assert result.returncode == 1 and "--fields takes name=column pairs" in result.stderr
+
+
+def test_train_cache_dir_is_built_once_reused_and_rebuilt_for_a_changed_encoder(tmp_path):
+    from simplug.jobs import run_training
+
+    config = make_group_job(tmp_path)
+    text = config.read_text(encoding="utf-8").replace("batch_size = 24\n", 'batch_size = 24\ncache_dir = "cache"\n')
+    config.write_text(text, encoding="utf-8")
+    printed: list[str] = []
+    first = run_training(str(config), epochs=1, echo=printed.append)
+    rows = tmp_path / "cache" / "default.rows"
+    assert first["cache"]["default"].startswith(f"built {rows}") and rows.exists()
+    assert any(line.startswith("cache of encoder 'default': built") for line in printed)
+    stamp = rows.stat().st_mtime_ns
+    second = run_training(str(config), epochs=1, echo=printed.append)
+    assert second["cache"]["default"].startswith(f"reused {rows}") and rows.stat().st_mtime_ns == stamp
+    assert second["untrained"] == first["untrained"]
+    # another encoder (no bias): the fingerprint differs, so the rows are encoded again
+    config.write_text(text.replace('"bias": true', '"bias": false').replace("bias = true", "bias = false"), encoding="utf-8")
+    assert "bias = false" in config.read_text(encoding="utf-8")
+    with pytest.warns(UserWarning, match="rebuilding the cache"):
+        third = run_training(str(config), epochs=1, echo=printed.append)
+    assert third["cache"]["default"].startswith(f"rebuilt {rows}") and "encoder" in third["cache"]["default"]
+
+
+def test_train_cache_dir_without_a_cache_is_refused(tmp_path):
+    from simplug.jobs import run_training
+
+    config = make_group_job(tmp_path)
+    text = config.read_text(encoding="utf-8").replace("batch_size = 24\n", 'batch_size = 24\ncache = "none"\ncache_dir = "cache"\n')
+    config.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="cache_dir is set but nothing is cached"):
+        run_training(str(config), epochs=1, echo=lambda line: None)
