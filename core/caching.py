@@ -439,6 +439,9 @@ class CacheState:
             batch_sampler=batches,
             collate_fn=encoder.get_collate_fn(),
             num_workers=self.config.num_workers or 0,
+            # its own generator: a loader draws a seed at every epoch, and from the global RNG that
+            # draw would make a run with a fresh fill shuffle differently from one reusing the cache
+            generator=torch.Generator(),
         )
         was_training = encoder.training
         encoder.eval()

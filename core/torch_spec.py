@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from torch import nn
 
 from simplug.errors import ModelFormatError
@@ -67,7 +68,10 @@ def module_to_spec(module: nn.Module) -> dict[str, Any]:
         ) from exc
     spec: dict[str, Any] = {"type": nn_name, "args": args} if nn_name else {"local": local_class_ref(cls), "args": args}
     try:
-        rebuilt = _build(spec, check_only=True)
+        # the check builds a throw-away module, whose initialisation draws from the global RNG:
+        # describing a model (for a manifest or a cache fingerprint) must not shift a seeded run
+        with torch.random.fork_rng(devices=[]):
+            rebuilt = _build(spec, check_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means the spec is not faithful
         raise ModelFormatError(
             f"cannot rebuild {cls.__qualname__} from {args}: {type(exc).__name__}: {exc}. Give it a "

@@ -13,12 +13,13 @@ from simplug.cache import CacheConfig
 from test_cache import FIT, Model, make_encoder
 
 
-def fit_cached(save_dir, cache_type="memory", encoder=None, data=None):
+def fit_cached(save_dir, cache_type="memory", encoder=None, data=None, shuffle=False):
     model = Model(cache=CacheConfig(cache_type, save_dir=str(save_dir), batch_size=16), encoders=encoder or make_encoder())
     data = data if data is not None else group_points(per_group=8)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        Quaterion.fit(model, train_dataloader=GroupSimilarityDataLoader(data, batch_size=16), **{**FIT, "max_epochs": 1})
+        Quaterion.fit(model, train_dataloader=GroupSimilarityDataLoader(data, batch_size=16, shuffle=shuffle),
+                      **{**FIT, "max_epochs": 1})
     rebuilt = [str(w.message) for w in caught if "rebuilding the cache" in str(w.message)]
     return model, model.model.encoders["default"].calls, rebuilt
 
@@ -107,3 +108,19 @@ def test_the_encoder_fingerprint_names_plugin_version_config_and_weights():
     assert encoder_fingerprint(encoder, torch.float32)["weights_sha256"] != first["weights_sha256"]
     wider = TorchModuleEncoder(nn.Linear(4, 5), input_size=4)
     assert encoder_fingerprint(wider, torch.float32)["config_sha256"] != first["config_sha256"]
+
+
+def test_a_run_reusing_the_cache_trains_exactly_like_the_run_that_built_it(tmp_path):
+    """The fill must not draw from the global RNG (its DataLoader would, for a seed), or the
+    shuffles of a run with a fresh fill and a run reusing the file would differ."""
+    from test_cache import head_state
+
+    data = group_points(per_group=8)
+    states = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        model, _, _ = fit_cached(tmp_path, data=data, shuffle=True)
+        states.append(head_state(model))
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
