@@ -292,11 +292,15 @@ def expected_meta(fingerprint: str, num_rows: int, embedding_size: int, dtype: t
     }
 
 
+# verify_cache_file's reason when there is nothing to reuse: a first build, not a rebuild
+NO_CACHE_FILE = "no cache file yet"
+
+
 def verify_cache_file(rows_path: str, meta_path: str, expected: dict[str, Any]) -> str | None:
     """``None`` when the persisted cache matches ``expected`` and its bytes are intact, else
     the reason it cannot be used."""
     if not os.path.exists(meta_path) or not os.path.exists(rows_path):
-        return "no cache file yet"
+        return NO_CACHE_FILE
     try:
         with open(meta_path, encoding="utf-8") as fh:
             meta = json.load(fh)

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from simplug.cache import (
+    NO_CACHE_FILE,
     CacheBackend,
     CacheConfig,
     backend_name,
@@ -391,7 +392,7 @@ class CacheState:
             self.outcomes[key] = f"reused {rows_path} ({num_rows} rows)"
             return backend
         if dist.rank == 0:
-            if reason != "no cache file yet":
+            if reason != NO_CACHE_FILE:
                 warnings.warn(f"rebuilding the cache of encoder {key!r} in {save_dir}: {reason}", stacklevel=2)
             for stale in (meta_path, rows_path + ".tmp"):
                 if os.path.exists(stale):
@@ -411,8 +412,8 @@ class CacheState:
         dist.barrier()
         if cls.file_backed:
             backend.path = rows_path  # the mapping follows the renamed file
-        self.outcomes[key] = f"built {rows_path} ({num_rows} rows)" if reason == "no cache file yet" else \
-            f"rebuilt {rows_path} ({num_rows} rows): {reason}"
+        self.outcomes[key] = (f"built {rows_path} ({num_rows} rows)" if reason == NO_CACHE_FILE
+                              else f"rebuilt {rows_path} ({num_rows} rows): {reason}")
         return backend
 
     def _encode_into(self, backend: CacheBackend, key: str, plan: EncoderPlan, encoder: Any,

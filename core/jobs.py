@@ -18,8 +18,7 @@ SECTIONS = {
     "data": {"kind", "train", "validation", "fields"},
     "model": None,  # passed to TrainableModel.from_config, which checks its own keys
     "train": {"epochs", "batch_size", "seed", "m_per_group", "group_sampling", "cache", "cache_dir", "num_workers",
-              "validate",
-              "early_stopping_patience", "accelerator"},
+              "validate", "early_stopping_patience", "accelerator"},
     "evaluate": {"distance", "ks", "candidates", "batch_size", "headline"},
     "output": {"dir"},
 }
