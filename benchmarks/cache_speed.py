@@ -26,7 +26,7 @@ from torch import nn
 import pytorch_lightning as pl
 
 from simplug import GroupSimilarityDataLoader, Quaterion, SimilarityGroupSample, TrainableModel
-from simplug.cache import CacheConfig
+from simplug.training.cache.config import CacheConfig
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 from simplug.plugins.heads.skip_connection import SkipConnectionHead
 from simplug.plugins.losses.triplet import TripletLoss

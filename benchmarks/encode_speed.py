@@ -64,7 +64,7 @@ def main() -> None:
 
     from simplug.plugins.encoders.sentence_transformer import SentenceTransformerEncoder
     from simplug.plugins.heads.empty import EmptyHead
-    from simplug.serving.model import SimilarityModel
+    from simplug.model.similarity_model import SimilarityModel
 
     texts = corpus_texts()
     if args.limit:

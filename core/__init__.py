@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from simplug.hookspecs import hookimpl, hookspec
+from simplug.registry.hookspecs import hookimpl, hookspec
 
 __version__ = "0.1.0"
 
@@ -17,34 +17,36 @@ _LAZY = {
     "Registry": "simplug.registry",
     "get_registry": "simplug.registry",
     "SimplugError": "simplug.errors",
-    "SimilarityPairSample": "simplug.samples",
-    "SimilarityGroupSample": "simplug.samples",
-    "SimilarityGroupDataset": "simplug.samples",
-    "PairsSimilarityDataLoader": "simplug.dataloader",
-    "GroupSimilarityDataLoader": "simplug.dataloader",
-    "Encoder": "simplug.encoder",
-    "EncoderHead": "simplug.head",
-    "SimilarityLoss": "simplug.loss",
-    "PairwiseLoss": "simplug.loss",
-    "GroupLoss": "simplug.loss",
-    "Distance": "simplug.distance",
-    "Metric": "simplug.metric",
-    "PairMetric": "simplug.metric",
-    "GroupMetric": "simplug.metric",
-    "CacheBackend": "simplug.cache",
-    "CacheConfig": "simplug.cache",
-    "CacheType": "simplug.cache",
-    "TrainableModel": "simplug.trainable",
-    "XbmConfig": "simplug.xbm",
-    "Quaterion": "simplug.quaterion",
-    "fit": "simplug.quaterion",
-    "evaluate": "simplug.quaterion",
-    "trainer_defaults": "simplug.quaterion",
-    "Evaluator": "simplug.evaluation",
-    "PairSampler": "simplug.evaluation",
-    "GroupSampler": "simplug.evaluation",
-    "AttachedMetric": "simplug.metric",
-    "SimilarityModel": "simplug.serving",
+    "SimilarityPairSample": "simplug.data.samples",
+    "SimilarityGroupSample": "simplug.data.samples",
+    "SimilarityGroupDataset": "simplug.data.samples",
+    "PairsSimilarityDataLoader": "simplug.data.loaders",
+    "GroupSimilarityDataLoader": "simplug.data.loaders",
+    "Encoder": "simplug.components.encoder",
+    "EncoderHead": "simplug.components.head",
+    "SimilarityLoss": "simplug.components.loss",
+    "PairwiseLoss": "simplug.components.loss",
+    "GroupLoss": "simplug.components.loss",
+    "Distance": "simplug.components.distance",
+    "Metric": "simplug.components.metric",
+    "PairMetric": "simplug.components.metric",
+    "GroupMetric": "simplug.components.metric",
+    "CacheBackend": "simplug.components.cache_backend",
+    "CacheConfig": "simplug.training.cache.config",
+    "CacheType": "simplug.training.cache.config",
+    "TrainableModel": "simplug.training.trainable",
+    "XbmConfig": "simplug.training.xbm",
+    "Quaterion": "simplug.training.fit",
+    "fit": "simplug.training.fit",
+    "evaluate": "simplug.training.fit",
+    "trainer_defaults": "simplug.training.fit",
+    "Evaluator": "simplug.evaluation.evaluator",
+    "PairSampler": "simplug.evaluation.evaluator",
+    "GroupSampler": "simplug.evaluation.evaluator",
+    "AttachedMetric": "simplug.training.attached_metrics",
+    "SimilarityModel": "simplug.model.similarity_model",
+    "PairScoreMetric": "simplug.components.metric",
+    "QueryBlock": "simplug.components.ranking",
 }
 
 __all__ = ["hookimpl", "hookspec", "__version__", *_LAZY]
@@ -64,17 +66,19 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from simplug.cache import CacheBackend, CacheConfig, CacheType
-    from simplug.dataloader import GroupSimilarityDataLoader, PairsSimilarityDataLoader
-    from simplug.distance import Distance
-    from simplug.encoder import Encoder
-    from simplug.evaluation import Evaluator, GroupSampler, PairSampler
-    from simplug.metric import AttachedMetric, GroupMetric, Metric, PairMetric
-    from simplug.head import EncoderHead
-    from simplug.loss import GroupLoss, PairwiseLoss, SimilarityLoss
-    from simplug.quaterion import Quaterion
+    from simplug.components.cache_backend import CacheBackend
+    from simplug.training.cache.config import CacheConfig, CacheType
+    from simplug.data.loaders import GroupSimilarityDataLoader, PairsSimilarityDataLoader
+    from simplug.components.distance import Distance
+    from simplug.components.encoder import Encoder
+    from simplug.evaluation.evaluator import Evaluator, GroupSampler, PairSampler
+    from simplug.training.attached_metrics import AttachedMetric
+    from simplug.components.metric import GroupMetric, Metric, PairMetric
+    from simplug.components.head import EncoderHead
+    from simplug.components.loss import GroupLoss, PairwiseLoss, SimilarityLoss
+    from simplug.training.fit import Quaterion
     from simplug.registry import Registry, get_registry
-    from simplug.samples import SimilarityGroupSample, SimilarityPairSample
+    from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
     from simplug.serving import SimilarityModel
-    from simplug.trainable import TrainableModel
-    from simplug.xbm import XbmConfig
+    from simplug.training.trainable import TrainableModel
+    from simplug.training.xbm import XbmConfig

@@ -36,16 +36,16 @@ def main() -> None:
     from torch import nn
 
     from simplug import TrainableModel
-    from simplug.baselines import baselines, evaluate_heldout, format_comparison
-    from simplug.config import build_component
-    from simplug.datafiles import read_samples
-    from simplug.encoder import Encoder
-    from simplug.jobs import _loaders, load_job_config
+    from simplug.evaluation.baselines import baselines, evaluate_heldout, format_comparison
+    from simplug.registry.building import build_component
+    from simplug.data.readers import read_samples
+    from simplug.components.encoder import Encoder
+    from simplug.cli.jobs import _loaders, load_job_config
     from simplug.plugins.encoders.torch_module import TorchModuleEncoder
     from simplug.plugins.heads.empty import EmptyHead
-    from simplug.quaterion import fit
-    from simplug.samples import SimilarityGroupSample, SimilarityPairSample
-    from simplug.serving.model import SimilarityModel
+    from simplug.training.fit import fit
+    from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
+    from simplug.model.similarity_model import SimilarityModel
 
     started = time.perf_counter()
     job = load_job_config(args.config)

@@ -8,7 +8,7 @@ __all__ = ["SimilarityModel", "DEFAULT_ENCODER_KEY"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from simplug.serving import model
+        from simplug.model import similarity_model as model
 
         return getattr(model, name)
     raise AttributeError(f"module 'simplug.serving' has no attribute {name!r}")

@@ -38,7 +38,7 @@ import numpy as np
 
 import simplug
 from simplug.errors import DataError, SimplugError
-from simplug.serving.model import SIDES
+from simplug.model.similarity_model import SIDES
 from simplug.serving.inputs import check_tensor_objects, describe_inputs, takes_tensors, tensor_input_shape
 
 DEFAULT_HOST = "127.0.0.1"

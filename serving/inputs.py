@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from simplug.encoder import Encoder, default_collate
+from simplug.components.encoder import Encoder, default_collate
 
 
 def takes_tensors(encoder: Encoder) -> bool:

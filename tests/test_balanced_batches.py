@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from simplug import GroupSimilarityDataLoader, SimilarityGroupSample
-from simplug.dataloader import GroupBalancedBatchSampler
+from simplug.data.loaders import GroupBalancedBatchSampler
 from simplug.errors import DataError
 
 # 6 groups of uneven size, one of them smaller than m and one a single item

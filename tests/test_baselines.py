@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from simplug import SimilarityGroupSample, SimilarityPairSample, TrainableModel
-from simplug.baselines import (
+from simplug.evaluation.baselines import (
     NEAREST_EXAMPLE,
     UNTRAINED,
     baselines,

@@ -8,8 +8,8 @@ from torch import nn
 
 from data import group_points, pair_points
 from simplug import GroupSimilarityDataLoader, PairsSimilarityDataLoader, Quaterion, SimilarityModel, TrainableModel
-from simplug.cache import CacheConfig, CacheType
-from simplug.encoder import Encoder
+from simplug.training.cache.config import CacheConfig, CacheType
+from simplug.components.encoder import Encoder
 from simplug.errors import ComponentNotFoundError, ConfigError
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 from simplug.plugins.heads.skip_connection import SkipConnectionHead
@@ -350,7 +350,7 @@ def test_trainer_gradient_clipping_still_clips(clip_algorithm):
 def test_fit_uses_a_no_op_profiler_unless_one_is_given():
     from pytorch_lightning.profilers import SimpleProfiler
 
-    from simplug.quaterion import NoProfiler
+    from simplug.training.fit import NoProfiler
 
     model = Model(cache=CacheConfig())
     trainer = Quaterion.fit(model, train_dataloader=GroupSimilarityDataLoader(group_points(per_group=4), batch_size=8), **FIT)
@@ -367,7 +367,7 @@ def test_fit_uses_a_no_op_profiler_unless_one_is_given():
 @pytest.mark.parametrize("world", [1, 2, 3])
 @pytest.mark.parametrize("ordered", [False, True])
 def test_fill_batches_split_every_position_once_across_processes(world, ordered):
-    from simplug.caching import _ShareOfBatches
+    from simplug.training.cache.fill import _ShareOfBatches
 
     n, batch_size = 23, 4
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0)) if ordered else None

@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from data import group_points
     from simplug import GroupSimilarityDataLoader, Quaterion, TrainableModel
-    from simplug.cache import CacheConfig
+    from simplug.training.cache.config import CacheConfig
     from simplug.plugins.encoders.torch_module import TorchModuleEncoder
     from simplug.plugins.heads.skip_connection import SkipConnectionHead
     from simplug.plugins.losses.triplet import TripletLoss

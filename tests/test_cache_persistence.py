@@ -9,7 +9,7 @@ import torch
 
 from data import group_points
 from simplug import GroupSimilarityDataLoader, Quaterion
-from simplug.cache import CacheConfig
+from simplug.training.cache.config import CacheConfig
 from test_cache import FIT, Model, make_encoder
 
 
@@ -95,7 +95,7 @@ def test_a_damaged_cache_file_is_detected_and_rebuilt(tmp_path, cache_type, dama
 def test_the_encoder_fingerprint_names_plugin_version_config_and_weights():
     from torch import nn
 
-    from simplug.cache import encoder_fingerprint
+    from simplug.training.cache.files import encoder_fingerprint
     from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 
     torch.manual_seed(0)

@@ -69,7 +69,7 @@ def data(seed, n=7, m=None, d=5, dtype=torch.float64):
 # --------------------------------------------------------------------------- registry
 @pytest.mark.parametrize("name", NAMES)
 def test_registered_name_resolves_to_distance(name):
-    from simplug.distance import Distance, resolve_distance
+    from simplug.components.distance import Distance, resolve_distance
 
     dist = make(name)
     assert isinstance(dist, Distance)

@@ -12,7 +12,7 @@ from torch import nn
 import simplug
 from conftest import run_cli, run_python
 from simplug.errors import ConfigError, DataError
-from simplug.head import ROUTES_KEY
+from simplug.components.head import ROUTES_KEY
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 from simplug.registry import get_registry
 
@@ -151,7 +151,7 @@ def reference(name, head, x):
 
 def layer_reference(layer, x):
     """One layer of a sequential head or switch option, written out."""
-    from simplug.head import EncoderHead
+    from simplug.components.head import EncoderHead
 
     if isinstance(layer, EncoderHead):
         return reference(get_registry().find_instance("heads", layer).name, layer, x)
@@ -480,7 +480,7 @@ def test_sequential_saves_no_pickle_and_names_only_torch_layers(tmp_path):
 
 def test_nested_heads_are_named_in_requirements_and_checked_on_load(tmp_path):
     from simplug.errors import MissingPluginError
-    from simplug.manifest import requirements
+    from simplug.model.manifest import requirements
 
     encoder = TorchModuleEncoder(nn.Linear(8, 12), embedding_size=12)
     model = simplug.TrainableModel.from_config({"encoder": encoder, "loss": "triplet", "head": {

@@ -379,7 +379,7 @@ def test_contrastive_rejects_non_positive_margin():
     "name,kind", [("contrastive", "pairs"), ("multiple_negatives_ranking", "pairs"), ("triplet", "groups")]
 )
 def test_target_kind(name, kind):
-    from simplug.loss import GroupLoss, PairwiseLoss
+    from simplug.components.loss import GroupLoss, PairwiseLoss
 
     cls = get_registry().resolve("losses", name)
     assert cls.target_kind == kind

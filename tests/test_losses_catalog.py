@@ -463,7 +463,7 @@ def test_group_data_to_a_pair_loss_is_a_clear_error(name):
     ("circle", dict(margin=0.25, scale_factor=256.0, distance_metric_name="euclidean")),
 ])
 def test_bad_loss_arguments_are_config_errors(name, kwargs):
-    from simplug.trainable import TrainableModel
+    from simplug.training.trainable import TrainableModel
 
     with pytest.raises(ConfigError):
         TrainableModel.from_config({"encoder": encoder(), "head": "skip_connection", "loss": {"name": name, **kwargs}})
@@ -578,7 +578,7 @@ def xbm_loss_for(name):
 
 
 def test_memory_ring_buffer_keeps_the_last_rows():
-    from simplug.xbm import CrossBatchMemory, XbmConfig
+    from simplug.training.xbm import CrossBatchMemory, XbmConfig
 
     memory = CrossBatchMemory(XbmConfig(buffer_size=7, start_iteration=0))
     seen_e, seen_g = [], []
@@ -678,7 +678,7 @@ def test_xbm_misconfiguration_is_a_config_error():
     with pytest.raises(ConfigError, match="cannot use cross-batch memory"):
         xbm_model(make("pml", loss="FastAPLoss"), XbmConfig())
 
-    from simplug.loss import GroupLoss
+    from simplug.components.loss import GroupLoss
 
     class OwnLoss(GroupLoss):  # a third-party loss without xbm_loss
         def compute(self, embeddings, groups):

@@ -17,7 +17,7 @@ from simplug import (
 )
 from simplug.errors import ConfigError
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
-from simplug.trainable import ConfigTrainableModel
+from simplug.training.trainable import ConfigTrainableModel
 
 FIT = dict(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
 

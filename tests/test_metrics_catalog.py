@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from simplug.errors import ConfigError, DataError
-from simplug.metric import nearest
+from simplug.components.ranking import nearest
 from simplug.registry import get_registry
 
 RETRIEVAL = ["retrieval_precision", "recall", "retrieval_reciprocal_rank", "retrieval_r_precision", "map_at_r"]

@@ -30,7 +30,7 @@ def test_wheel_installs_everything_under_the_simplug_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"simplug", next(t for t in tops if t.endswith(".dist-info"))}
-    for module in ("simplug/plugins/heads/skip_connection.py", "simplug/serving/model.py", "simplug/registry.py"):
+    for module in ("simplug/plugins/heads/skip_connection.py", "simplug/model/similarity_model.py", "simplug/registry/registry.py", "simplug/serving/http.py"):
         assert module in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "[simplug]" in entry_points and "heads = simplug.plugins.heads" in entry_points

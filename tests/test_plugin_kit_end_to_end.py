@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from conftest import run_cli
-from simplug.manifest import requirements
+from simplug.model.manifest import requirements
 from plugin_site import pip_install_editable, run_cli_in_site, run_in_site, run_pytest_in_site
 
 DIST = "simplug-my-head"

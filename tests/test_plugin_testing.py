@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from simplug import hookimpl
-from simplug.head import EncoderHead
-from simplug.loss import GroupLoss, PairwiseLoss
+from simplug.components.head import EncoderHead
+from simplug.components.loss import GroupLoss, PairwiseLoss
 from simplug.registry import Registry, get_registry
 from simplug.testing import (
     ConformanceError,
@@ -274,7 +274,7 @@ def test_a_distance_whose_forms_disagree_fails():
 
 
 def test_a_metric_that_depends_on_batch_order_fails():
-    from simplug.metric import Metric
+    from simplug.components.metric import Metric
 
     class UnsortedPrecision(Metric):
         def per_query(self, block):
@@ -292,7 +292,7 @@ def test_a_metric_that_depends_on_batch_order_fails():
 
 
 def test_a_metric_that_is_not_per_query_fails():
-    from simplug.metric import Metric
+    from simplug.components.metric import Metric
 
     class BlockNormalisedRank(Metric):
         def per_query(self, block):
@@ -401,7 +401,7 @@ def test_a_file_backed_cache_backend_that_deletes_its_cache_file_fails():
 
 
 def test_a_cache_backend_that_is_not_a_cache_backend_fails():
-    with pytest.raises(AssertionError, match=r"cache backend 'wrong' is a dict, not a simplug.cache.CacheBackend"):
+    with pytest.raises(AssertionError, match=r"cache backend 'wrong' is a dict, not a simplug.components.cache_backend.CacheBackend"):
         check_cache_backend(lambda *args, **kwargs: {}, name="wrong")
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from conftest import run_cli, run_python
 from simplug import TrainableModel
 from simplug.errors import MissingPluginError, ModelFormatError, UntrustedCodeError
-from simplug.manifest import FORMAT_VERSION, read_manifest
+from simplug.model.manifest import FORMAT_VERSION, read_manifest
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 from simplug.serving import SimilarityModel
 
@@ -66,7 +66,7 @@ def test_saving_over_a_model_is_atomic(saved, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("simplug.serving.model.write_manifest", crash)
+    monkeypatch.setattr("simplug.model.similarity_model.write_manifest", crash)
     with pytest.raises(OSError, match="disk full"):
         build(seed=1).save_servable(path)
     assert open(os.path.join(path, "manifest.json")).read() == before
@@ -157,7 +157,7 @@ LOCAL_SCRIPT = '''
 import torch
 from torch import nn
 from simplug import TrainableModel
-from simplug.head import EncoderHead
+from simplug.components.head import EncoderHead
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 
 SCALE = 3.0

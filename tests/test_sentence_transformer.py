@@ -12,7 +12,7 @@ from simplug.errors import ConfigError, DataError  # noqa: E402
 from simplug.plugins.encoders.sentence_transformer import SentenceTransformerEncoder  # noqa: E402
 from simplug.plugins.heads.empty import EmptyHead  # noqa: E402
 from simplug.plugins.heads.skip_connection import SkipConnectionHead  # noqa: E402
-from simplug.serving.model import SimilarityModel  # noqa: E402
+from simplug.model.similarity_model import SimilarityModel  # noqa: E402
 
 from conftest import run_python  # noqa: E402
 

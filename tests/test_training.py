@@ -14,7 +14,7 @@ from simplug import (
     SimilarityPairSample,
     TrainableModel,
 )
-from simplug.encoder import Encoder
+from simplug.components.encoder import Encoder
 from simplug.errors import ComponentNotFoundError, ConfigError, DataError
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 from simplug.plugins.heads.skip_connection import SkipConnectionHead

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simplug.encoder import Encoder
+from simplug.components.encoder import Encoder
 
 
 class _ToyTextEncoder(Encoder):

@@ -7,7 +7,7 @@ import weakref
 
 import torch
 
-from simplug.cache import CacheBackend
+from simplug.components.cache_backend import CacheBackend
 
 
 class DiskCache(CacheBackend):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from simplug.cache import CacheBackend
+from simplug.components.cache_backend import CacheBackend
 
 
 class MemoryCache(CacheBackend):

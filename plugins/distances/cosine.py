@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from simplug.distance import Distance
+from simplug.components.distance import Distance
 
 
 class Cosine(Distance):

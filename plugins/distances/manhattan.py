@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from simplug.distance import Distance
+from simplug.components.distance import Distance
 
 
 class Manhattan(Distance):

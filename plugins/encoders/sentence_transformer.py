@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from simplug.encoder import CONFIG_FILE, Encoder, read_encoder_config
+from simplug.components.encoder import CONFIG_FILE, Encoder, read_encoder_config
 from simplug.errors import ConfigError, DataError
 
 MODEL_SUBDIR = "model"

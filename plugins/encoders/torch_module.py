@@ -5,8 +5,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from simplug.encoder import Encoder, default_collate
-from simplug.torch_spec import module_from_spec, module_to_spec
+from simplug.components.encoder import Encoder, default_collate
+from simplug.model.torch_spec import module_from_spec, module_to_spec
 
 
 class TorchModuleEncoder(Encoder):

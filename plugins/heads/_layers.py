@@ -11,7 +11,7 @@ A layer is one of:
   ``input_embedding_size`` is filled in);
 - in Python, a module instance (a ``torch.nn`` layer or an ``EncoderHead``).
 
-Saved, a ``torch.nn`` layer is the JSON of ``simplug.torch_spec`` (its class name and
+Saved, a ``torch.nn`` layer is the JSON of ``simplug.model.torch_spec`` (its class name and
 constructor arguments, rebuilt by looking the name up in ``torch.nn``); a registered head is
 recorded like a manifest component (name, plugin, distribution, version, config) and
 rebuilt through the same lookup as a saved model's own components, so nothing is unpickled
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from simplug.errors import ConfigError
-from simplug.head import EncoderHead
+from simplug.components.head import EncoderHead
 from simplug.plugins.heads._activations import ACTIVATIONS
 
 _CONTAINERS = {"Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict", "Module"}
@@ -45,7 +45,7 @@ def _torch_layer_class(name: str, where: str) -> type:
 
 
 def _build_torch_layer(spec: Mapping[str, Any], width: int, where: str) -> nn.Module:
-    from simplug.torch_spec import module_from_spec
+    from simplug.model.torch_spec import module_from_spec
 
     name = spec["type"]
     if not isinstance(name, str):
@@ -65,7 +65,7 @@ def _build_torch_layer(spec: Mapping[str, Any], width: int, where: str) -> nn.Mo
 
 def _build_saved_head(entry: Mapping[str, Any], where: str) -> EncoderHead:
     from simplug.registry import Registry
-    from simplug.serving.model import _resolve
+    from simplug.model.components import resolve_component as _resolve
 
     cls = _resolve(Registry(autoload=False, strict=True), dict(entry))
     head = cls(**entry.get("config", {}))
@@ -76,8 +76,8 @@ def _build_saved_head(entry: Mapping[str, Any], where: str) -> EncoderHead:
 
 def build_layer(spec: Any, width: int, where: str) -> nn.Module:
     """A module for one layer description taking inputs of ``width`` features."""
-    from simplug.config import build_component
-    from simplug.torch_spec import module_from_spec
+    from simplug.registry.building import build_component
+    from simplug.model.torch_spec import module_from_spec
 
     if isinstance(spec, nn.Module):
         layer = spec
@@ -134,8 +134,8 @@ def output_width(layer: nn.Module, width: int, where: str) -> int:
 def describe_layer(layer: nn.Module) -> dict[str, Any]:
     """The JSON description a saved model keeps of one layer."""
     from simplug.registry import get_registry
-    from simplug.serving.model import _describe
-    from simplug.torch_spec import module_to_spec
+    from simplug.model.components import describe_component as _describe
+    from simplug.model.torch_spec import module_to_spec
 
     if isinstance(layer, EncoderHead):
         entry = _describe(get_registry(), "heads", layer, role="layer")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from simplug.head import EncoderHead
+from simplug.components.head import EncoderHead
 
 
 class EmptyHead(EncoderHead):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simplug.head import EncoderHead
+from simplug.components.head import EncoderHead
 
 
 class GatedHead(EncoderHead):

@@ -5,7 +5,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from simplug.head import EncoderHead
+from simplug.components.head import EncoderHead
 from simplug.plugins.heads._layers import build_layer, describe_layer, output_width
 
 

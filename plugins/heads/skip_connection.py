@@ -5,7 +5,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from simplug.head import EncoderHead
+from simplug.components.head import EncoderHead
 
 
 class SkipConnectionHead(EncoderHead):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from simplug.errors import DataError
-from simplug.head import ROUTES_KEY, EncoderHead
+from simplug.components.head import ROUTES_KEY, EncoderHead
 from simplug.plugins.heads._layers import build_layer, describe_layer, output_width
 
 
@@ -22,7 +22,7 @@ class SwitchHead(EncoderHead):
     A record names its option as ``{"obj": OBJECT, "route": "query"}`` (the key is
     ``route_key``); the encoders see ``OBJECT``. Records that are not such a table go to
     ``default`` (an error when there is none). When collating, the route of each row becomes
-    the batch entry ``simplug.head.ROUTES_KEY`` (option indices in sorted name order), which
+    the batch entry ``simplug.components.head.ROUTES_KEY`` (option indices in sorted name order), which
     ``forward(x, batch)`` reads. Options are described like the sequential head's layers.
     """
 

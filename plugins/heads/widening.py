@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from simplug.head import EncoderHead
+from simplug.components.head import EncoderHead
 from simplug.plugins.heads._activations import check_activation_name, make_activation
 
 

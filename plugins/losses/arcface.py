@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from simplug.loss import MarginSoftmaxLoss
+from simplug.components.loss import MarginSoftmaxLoss
 
 
 class ArcFaceLoss(MarginSoftmaxLoss):

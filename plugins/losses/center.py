@@ -5,7 +5,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from simplug.loss import ProxyGroupLoss
+from simplug.components.loss import ProxyGroupLoss
 
 
 class CenterLoss(ProxyGroupLoss):

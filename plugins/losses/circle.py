@@ -5,7 +5,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from simplug.loss import EmbeddingGroupLoss, group_masks
+from simplug.components.loss import EmbeddingGroupLoss, group_masks
 
 
 class CircleLoss(EmbeddingGroupLoss):

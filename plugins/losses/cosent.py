@@ -4,7 +4,7 @@ from typing import Any
 
 import torch
 
-from simplug.loss import PairwiseLoss, pairs_and_subgroup_negatives
+from simplug.components.loss import PairwiseLoss, pairs_and_subgroup_negatives
 
 
 class CoSENTLoss(PairwiseLoss):

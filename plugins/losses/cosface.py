@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from simplug.loss import MarginSoftmaxLoss
+from simplug.components.loss import MarginSoftmaxLoss
 
 
 class CosFaceLoss(MarginSoftmaxLoss):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simplug.loss import PairwiseLoss, pairs_and_subgroup_negatives
+from simplug.components.loss import PairwiseLoss, pairs_and_subgroup_negatives
 
 
 class CosineSimilarityLoss(PairwiseLoss):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from simplug.errors import DataError
-from simplug.loss import PairwiseLoss
+from simplug.components.loss import PairwiseLoss
 
 
 class MultipleNegativesRankingLoss(PairwiseLoss):

@@ -4,7 +4,7 @@ from typing import Any
 
 import torch.nn.functional as F
 
-from simplug.loss import EmbeddingGroupLoss, group_masks
+from simplug.components.loss import EmbeddingGroupLoss, group_masks
 
 MINING = ("hard", "all")
 

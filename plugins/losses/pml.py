@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from simplug.errors import ConfigError
-from simplug.loss import GroupLoss, check_group_range
+from simplug.components.loss import GroupLoss, check_group_range
 
 _INSTALL = "pip install pytorch-metric-learning  (or: pip install 'simplug[train]')"
 # bases and wrappers that cannot be built from a name and arguments alone

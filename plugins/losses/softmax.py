@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simplug.loss import ProxyGroupLoss
+from simplug.components.loss import ProxyGroupLoss
 
 
 class SoftmaxLoss(ProxyGroupLoss):

@@ -4,7 +4,7 @@ from typing import Any
 
 import torch
 
-from simplug.loss import EmbeddingGroupLoss, group_masks
+from simplug.components.loss import EmbeddingGroupLoss, group_masks
 
 
 class SupervisedContrastiveLoss(EmbeddingGroupLoss):

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from simplug.errors import ConfigError
-from simplug.metric import PairScoreMetric
+from simplug.components.metric import PairScoreMetric
 
 
 class PairAccuracy(PairScoreMetric):

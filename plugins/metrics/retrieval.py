@@ -1,6 +1,6 @@
 """Retrieval metrics: every object with a relevant object is a query against all the others.
 
-Each metric gives one value per query from a ``QueryBlock`` (see ``simplug.metric``), so the
+Each metric gives one value per query from a ``QueryBlock`` (see ``simplug.components.metric``), so the
 same code serves a validation batch and a data set evaluated block by block.
 """
 from __future__ import annotations
@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from simplug.metric import Metric, QueryBlock, check_k, check_positive_int
+from simplug.components.metric import Metric, check_k, check_positive_int
+from simplug.components.ranking import QueryBlock
 
 
 class _AtK(Metric):

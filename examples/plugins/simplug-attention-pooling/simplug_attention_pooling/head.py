@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from simplug.errors import ConfigError
-from simplug.head import EncoderHead
+from simplug.components.head import EncoderHead
 
 
 class AttentionPoolingHead(EncoderHead):

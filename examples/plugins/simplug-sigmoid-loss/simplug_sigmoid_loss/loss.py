@@ -5,7 +5,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from simplug.loss import PairwiseLoss
+from simplug.components.loss import PairwiseLoss
 
 
 class SigmoidPairLoss(PairwiseLoss):

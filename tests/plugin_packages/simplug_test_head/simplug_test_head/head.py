@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simplug.head import EncoderHead
+from simplug.components.head import EncoderHead
 
 
 class ProjectionHead(EncoderHead):

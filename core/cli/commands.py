@@ -24,13 +24,13 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    from simplug.jobs import text_table  # no torch: the jobs module imports its heavy parts lazily
+    from simplug.cli.jobs import text_table  # no torch: the jobs module imports its heavy parts lazily
 
     return text_table(headers, rows)
 
 
 def _read_manifest(model: str) -> dict:
-    from simplug.manifest import read_manifest
+    from simplug.model.manifest import read_manifest
 
     try:
         return read_manifest(model, verify_files=False)
@@ -117,7 +117,7 @@ def info(model: str = typer.Argument(..., help="saved model directory")) -> None
 @app.command()
 def requirements(model: str = typer.Argument(..., help="saved model directory")) -> None:
     """Print the pip requirement lines a saved model needs to be served."""
-    from simplug.manifest import local_code_notes, requirements as model_requirements
+    from simplug.model.manifest import local_code_notes, requirements as model_requirements
 
     manifest = _read_manifest(model)
     for line in model_requirements(manifest):
@@ -140,7 +140,7 @@ def serve(
 ) -> None:
     """Serve a saved model over HTTP: POST /encode, GET /health, GET /info (JSON)."""
     from simplug.serving.http import is_loopback, make_server
-    from simplug.serving.model import SimilarityModel
+    from simplug.model.similarity_model import SimilarityModel
 
     try:
         loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
@@ -178,7 +178,7 @@ def export_model(
     if fmt != "onnx":
         _fail(f"unknown --format {fmt!r}; the formats are: onnx")
     from simplug.serving.export import export_onnx, parse_input_shapes
-    from simplug.serving.model import SimilarityModel
+    from simplug.model.similarity_model import SimilarityModel
 
     try:
         loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
@@ -196,7 +196,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="override [train] epochs"),
 ) -> None:
     """Train from a config; print held-out metrics before and after; save model, logs, report, plot."""
-    from simplug.jobs import run_training
+    from simplug.cli.jobs import run_training
 
     try:
         run_training(config, output_dir=out, epochs=epochs, echo=typer.echo)
@@ -221,7 +221,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Retrieval metrics of a saved model on a data file."""
-    from simplug.jobs import format_comparison, run_evaluation
+    from simplug.cli.jobs import format_comparison, run_evaluation
 
     mapping = {}
     for item in (fields or "").split(","):
@@ -252,8 +252,8 @@ def encode(
     """Embed objects from a file with a saved model and write them as a .npy array."""
     import numpy as np
 
-    from simplug.datafiles import read_objects
-    from simplug.serving.model import SimilarityModel
+    from simplug.data.readers import read_objects
+    from simplug.model.similarity_model import SimilarityModel
 
     if not output.endswith(".npy"):
         _fail(f"the output is a NumPy file: give a path ending in .npy, got {output!r}")

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simplug.head import EncoderHead
+from simplug.components.head import EncoderHead
 
 
 class $class_name(EncoderHead):
@@ -89,7 +89,7 @@ from typing import Any
 
 import torch
 
-from simplug.loss import PairwiseLoss
+from simplug.components.loss import PairwiseLoss
 
 
 class $class_name(PairwiseLoss):
@@ -145,7 +145,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from simplug.encoder import Encoder
+from simplug.components.encoder import Encoder
 
 
 class $class_name(Encoder):
@@ -233,7 +233,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from simplug.distance import Distance
+from simplug.components.distance import Distance
 
 # arccos has an infinite slope at +-1; staying this far inside keeps gradients finite when two
 # embeddings point the same way
@@ -283,7 +283,8 @@ from typing import Any
 import torch
 
 from simplug.errors import DataError
-from simplug.metric import Metric, QueryBlock
+from simplug.components.metric import Metric
+from simplug.components.ranking import QueryBlock
 
 
 class $class_name(Metric):
@@ -339,7 +340,7 @@ import os
 
 import torch
 
-from simplug.cache import CacheBackend
+from simplug.components.cache_backend import CacheBackend
 from simplug.errors import ConfigError
 
 # the budget in bytes, e.g. 2000000000, 512M or 8G; unset: half the machine's memory

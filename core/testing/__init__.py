@@ -77,7 +77,7 @@ def registry_context(builtins: bool = True) -> Iterator["Registry"]:
 
     ``builtins=True`` loads simplug's own components (losses need the built-in distances).
     """
-    from simplug import registry as registry_module
+    from simplug.registry import registry as registry_module
 
     registry = registry_module.Registry(autoload=False, strict=True)
     if builtins:
@@ -270,11 +270,11 @@ def check_head(head: Any, name: str | None = None, batch_size: int = 8) -> None:
     """Output shape, ``get_config_dict`` round trip, save/load bit-identical, gradients flow."""
     import torch
 
-    from simplug.head import EncoderHead
+    from simplug.components.head import EncoderHead
 
     label = _label("head", head, name)
     if not isinstance(head, EncoderHead):
-        _fail(f"{label} is a {type(head).__name__}, not a simplug.head.EncoderHead subclass")
+        _fail(f"{label} is a {type(head).__name__}, not a simplug.components.head.EncoderHead subclass")
     size = head.input_embedding_size
     with _step(label, "output_size"):
         output_size = head.output_size
@@ -341,11 +341,11 @@ def check_loss(loss: Any, name: str | None = None, embedding_size: int = 8, batc
     """Finite scalar, gradients flow, the pair/group contract, ``get_config_dict`` round trip."""
     import torch
 
-    from simplug.loss import SimilarityLoss
+    from simplug.components.loss import SimilarityLoss
 
     label = _label("loss", loss, name)
     if not isinstance(loss, SimilarityLoss):
-        _fail(f"{label} is a {type(loss).__name__}, not a simplug.loss.SimilarityLoss "
+        _fail(f"{label} is a {type(loss).__name__}, not a simplug.components.loss.SimilarityLoss "
               "(subclass PairwiseLoss or GroupLoss)")
     kind = loss.target_kind
     if kind == "pairs":
@@ -425,11 +425,11 @@ def check_encoder(encoder: Any, inputs: Sequence[Any], name: str | None = None) 
     """
     import torch
 
-    from simplug.encoder import Encoder
+    from simplug.components.encoder import Encoder
 
     label = _label("encoder", encoder, name)
     if not isinstance(encoder, Encoder):
-        _fail(f"{label} is a {type(encoder).__name__}, not a simplug.encoder.Encoder subclass")
+        _fail(f"{label} is a {type(encoder).__name__}, not a simplug.components.encoder.Encoder subclass")
     inputs = list(inputs)
     if len(inputs) < 2:
         raise ValueError("check_encoder needs at least two sample inputs")
@@ -497,11 +497,11 @@ def check_distance(distance: Any, name: str | None = None, dim: int = 6) -> None
     """The matrix and row forms agree, similarity falls as distance grows, finite gradients."""
     import torch
 
-    from simplug.distance import Distance
+    from simplug.components.distance import Distance
 
     label = _label("distance", distance, name)
     if not isinstance(distance, Distance):
-        _fail(f"{label} is a {type(distance).__name__}, not a simplug.distance.Distance subclass")
+        _fail(f"{label} is a {type(distance).__name__}, not a simplug.components.distance.Distance subclass")
     x = torch.randn(5, dim, generator=_generator())
     y = torch.randn(4, dim, generator=_generator(2))
     forms = {}
@@ -554,11 +554,11 @@ def check_metric(metric: Any, name: str | None = None, embedding_size: int = 8) 
     """A finite scalar for the targets it takes, independent of batch order; config round trip."""
     import torch
 
-    from simplug.metric import Metric, PairScoreMetric
+    from simplug.components.metric import Metric, PairScoreMetric
 
     label = _label("metric", metric, name)
     if not isinstance(metric, Metric):
-        _fail(f"{label} is a {type(metric).__name__}, not a simplug.metric.Metric subclass")
+        _fail(f"{label} is a {type(metric).__name__}, not a simplug.components.metric.Metric subclass")
     if not isinstance(metric.name, str) or not metric.name:
         _fail(f"{label}: name is {metric.name!r}; it names the logged value, so give a non-empty string")
     kinds = {"pairs": ["pairs"], "groups": ["groups"], "any": ["pairs", "groups"]}.get(metric.target_kind)
@@ -599,13 +599,13 @@ def check_metric(metric: Any, name: str | None = None, embedding_size: int = 8) 
 
 
 def _check_blockwise(label: str, metric: Any, embeddings: "torch.Tensor", targets: Any, value: "torch.Tensor") -> None:
-    """A data set is evaluated a few queries at a time (``simplug.evaluation.Evaluator``):
+    """A data set is evaluated a few queries at a time (``simplug.evaluation.evaluator.Evaluator``):
     ``per_query(block)`` must give one value per query of the block, each depending on its
     own query only, so the mean over blocks is what ``compute`` gives for the whole batch."""
     import torch
 
-    from simplug.evaluation import Evaluator
-    from simplug.metric import QueryBlock, Relevance
+    from simplug.evaluation.evaluator import Evaluator
+    from simplug.components.ranking import QueryBlock, Relevance
 
     relevance = Relevance(targets, embeddings.shape[0])
     queries = relevance.queries[:3]
@@ -628,7 +628,7 @@ def _check_blockwise(label: str, metric: Any, embeddings: "torch.Tensor", target
 
 # --------------------------------------------------------------------------- cache backends
 def check_cache_backend(backend_class: Callable[..., Any], name: str | None = None) -> None:
-    """The table contract that ``simplug.caching`` relies on.
+    """The table contract that ``simplug.training.cache.fast_path`` relies on.
 
     ``backend_class`` is the registered class, or any callable taking the same arguments
     (``functools.partial(MyCache, option=...)``): the cache builds a backend as
@@ -644,14 +644,15 @@ def check_cache_backend(backend_class: Callable[..., Any], name: str | None = No
     """
     import torch
 
-    from simplug.cache import CacheBackend, expected_meta, file_sha256, verify_cache_file, write_meta
+    from simplug.components.cache_backend import CacheBackend
+    from simplug.training.cache.files import expected_meta, file_sha256, verify_cache_file, write_meta
 
     label = f"cache backend {name or getattr(backend_class, '__name__', type(backend_class).__name__)!r}"
     num_rows, size = 6, 5
     with _step(label, f"the constructor ({num_rows}, {size}, torch.float32, 'cpu')"):
         first = backend_class(num_rows, size, torch.float32, "cpu")
     if not isinstance(first, CacheBackend):
-        _fail(f"{label} is a {type(first).__name__}, not a simplug.cache.CacheBackend subclass")
+        _fail(f"{label} is a {type(first).__name__}, not a simplug.components.cache_backend.CacheBackend subclass")
     file_backed = bool(first.file_backed)
     _check_new_table(label, first, num_rows, size, torch.float32)
     with _step(label, "close()"):

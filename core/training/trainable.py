@@ -9,15 +9,17 @@ from typing import Any, Mapping
 import pytorch_lightning as pl
 import torch
 
-from simplug.caching import CachingMixin, is_cached_batch
-from simplug.config import build_component, check_arguments, split_spec
-from simplug.encoder import Encoder
+from simplug.training.cache.mixin import CachingMixin
+from simplug.training.cache.fast_path import is_cached_batch
+from simplug.registry.building import build_component, check_arguments, split_spec
+from simplug.components.encoder import Encoder
 from simplug.errors import ConfigError, DataError
-from simplug.head import EncoderHead
-from simplug.loss import SimilarityLoss
-from simplug.metric import AttachedMetric, Metric, attach_metrics, attached_metric_from_config
-from simplug.serving.model import DEFAULT_ENCODER_KEY, SimilarityModel
-from simplug.xbm import CrossBatchMemory, XbmConfig
+from simplug.components.head import EncoderHead
+from simplug.components.loss import SimilarityLoss
+from simplug.training.attached_metrics import AttachedMetric, attach_metrics, attached_metric_from_config
+from simplug.components.metric import Metric
+from simplug.model.similarity_model import DEFAULT_ENCODER_KEY, SimilarityModel
+from simplug.training.xbm import CrossBatchMemory, XbmConfig
 
 STAGES = ("train", "validation", "test")
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
@@ -101,7 +103,7 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         return []
 
     def configure_caches(self) -> Any:
-        """Return a ``simplug.cache.CacheConfig`` to run frozen encoders once, before the first
+        """Return a ``simplug.training.cache.config.CacheConfig`` to run frozen encoders once, before the first
         epoch, instead of every step (``CacheConfig()`` caches every frozen encoder); ``None``
         for no cache."""
         return None
@@ -166,7 +168,7 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         return self._model(batch)
 
     def _step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
-        if is_cached_batch(batch):  # the cache's fast path: see simplug.caching
+        if is_cached_batch(batch):  # the cache's fast path: see simplug.training.cache.fast_path
             encoder_embeddings, targets = self.cached_embeddings(batch)
             embeddings = self._model.apply_heads(encoder_embeddings, self._sides_of(targets))
         else:
@@ -236,7 +238,7 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         """For a model with a head per side: which rows of a pair batch are documents."""
         if not self._model.sides:
             return None
-        from simplug.serving.model import pair_document_mask
+        from simplug.model.similarity_model import pair_document_mask
 
         pairs = targets["pairs"]
         return pair_document_mask(pairs, 2 * pairs.shape[0])
@@ -262,7 +264,7 @@ class TrainableModel(CachingMixin, pl.LightningModule):
     # ------------------------------------------------------------------ data and saving
     def setup_dataloader(self, dataloader: Any) -> None:
         """Give a similarity loader the model's collate (each encoder's own)."""
-        from simplug.dataloader import SimilarityDataLoader
+        from simplug.data.loaders import SimilarityDataLoader
 
         if not isinstance(dataloader, SimilarityDataLoader):
             raise DataError(
@@ -362,7 +364,7 @@ class ConfigTrainableModel(TrainableModel):
         if "heads" not in self._config:
             spec = self._config.get("head", "empty")
             return build_component("heads", spec, EncoderHead, input_embedding_size=input_embedding_size)
-        from simplug.serving.model import SIDES
+        from simplug.model.similarity_model import SIDES
 
         specs = self._config["heads"]
         if not isinstance(specs, Mapping) or sorted(specs) != sorted(SIDES):
@@ -404,13 +406,13 @@ class ConfigTrainableModel(TrainableModel):
         return [attached_metric_from_config(spec) for spec in specs]
 
     def configure_caches(self) -> Any:
-        from simplug.cache import CacheConfig
+        from simplug.training.cache.config import CacheConfig
 
         return CacheConfig.from_spec(self._config.get("cache"))
 
     def use_cache(self, spec: Any) -> None:
         """Set the config's ``cache`` after the model is built (read when training starts)."""
-        from simplug.cache import CacheConfig
+        from simplug.training.cache.config import CacheConfig
 
         CacheConfig.from_spec(spec)  # a bad spec fails here, not at fit time
         self._config["cache"] = spec

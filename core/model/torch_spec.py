@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from simplug.errors import ModelFormatError
-from simplug.local_code import local_class_ref, resolve_local_ref
+from simplug.model.local_code import local_class_ref, resolve_local_ref
 
 _CONTAINERS = ("Sequential", "ModuleList")
 _SKIP_PARAMS = {"self", "device", "dtype"}

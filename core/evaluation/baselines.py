@@ -27,9 +27,9 @@ from typing import Any, Hashable, Sequence
 
 import torch
 
-from simplug.distance import resolve_distance
+from simplug.components.distance import resolve_distance
 from simplug.errors import DataError
-from simplug.samples import SimilarityGroupSample, SimilarityPairSample
+from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
 UNTRAINED = "untrained encoder"
 NEAREST_EXAMPLE = "nearest labelled example"
@@ -195,7 +195,7 @@ def evaluate_heldout(
 def encoder_only(model: Any) -> Any:
     """The model's encoders with no head (their concatenated output), as a SimilarityModel."""
     from simplug.plugins.heads.empty import EmptyHead
-    from simplug.serving.model import SimilarityModel
+    from simplug.model.similarity_model import SimilarityModel
 
     similarity_model = getattr(model, "model", model)
     size = sum(e.embedding_size for e in similarity_model.encoders.values())

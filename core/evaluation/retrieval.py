@@ -137,7 +137,7 @@ def evaluate_retrieval(
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Encode the task's queries and candidates with ``model`` (a SimilarityModel) and score."""
-    from simplug.distance import resolve_distance
+    from simplug.components.distance import resolve_distance
 
     similarity = resolve_distance(distance).similarity_matrix
     query_side, candidate_side = task_sides(model)

@@ -8,7 +8,7 @@ import os
 from typing import Any, Iterator, Mapping
 
 from simplug.errors import DataError
-from simplug.samples import SimilarityGroupSample, SimilarityPairSample
+from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
 PAIR_FIELDS = {"obj_a": "obj_a", "obj_b": "obj_b", "score": "score", "subgroup": "subgroup"}
 GROUP_FIELDS = {"obj": "obj", "group": "group"}

@@ -75,8 +75,8 @@ def load_job_config(path: str) -> JobConfig:
 
 # ---------------------------------------------------------------------------------- evaluation
 def retrieval_task(kind: str, held_out: Sequence[Any], train: Sequence[Any], candidates: str = "train") -> Any:
-    """Held-out queries against known candidates (see ``simplug.retrieval``)."""
-    from simplug.retrieval import RetrievalTask
+    """Held-out queries against known candidates (see ``simplug.evaluation.retrieval``)."""
+    from simplug.evaluation.retrieval import RetrievalTask
 
     if kind == "groups":
         if candidates == "train":
@@ -92,7 +92,7 @@ class HeldOutScorer:
     and each later score only re-applies the head: scoring every epoch costs almost nothing."""
 
     def __init__(self, task: Any, distance: str = "cosine", ks: Sequence[int] = (1, 5, 10), batch_size: int = 64):
-        from simplug.distance import resolve_distance
+        from simplug.components.distance import resolve_distance
 
         self.task = task
         self.distance = distance
@@ -106,11 +106,11 @@ class HeldOutScorer:
         baseline: what retrieval gives before any training)."""
         import torch
 
-        from simplug.retrieval import evaluate_retrieval, score_rankings, task_sides
+        from simplug.evaluation.retrieval import evaluate_retrieval, score_rankings, task_sides
 
         frozen = all(not e.trainable for e in model.encoders.values())
         if not heads and not frozen:
-            from simplug.baselines import encoder_only
+            from simplug.evaluation.baselines import encoder_only
 
             return self.score(encoder_only(model))
         if frozen:
@@ -205,7 +205,7 @@ def _plot(history: list[dict[str, float]], headline: str, path: str) -> str | No
 
 
 def _loaders(kind: str, train: list[Any], held_out: list[Any], settings: Mapping[str, Any]) -> tuple[Any, Any]:
-    from simplug.dataloader import GroupSimilarityDataLoader, PairsSimilarityDataLoader
+    from simplug.data.loaders import GroupSimilarityDataLoader, PairsSimilarityDataLoader
 
     batch_size = int(settings.get("batch_size", 64))
     workers = int(settings.get("num_workers", 0))
@@ -229,9 +229,9 @@ def run_training(config_path: str, output_dir: str | None = None, epochs: int | 
     from pytorch_lightning.callbacks import EarlyStopping
     from pytorch_lightning.loggers import CSVLogger
 
-    from simplug.datafiles import read_samples
-    from simplug.quaterion import fit
-    from simplug.trainable import TrainableModel
+    from simplug.data.readers import read_samples
+    from simplug.training.fit import fit
+    from simplug.training.trainable import TrainableModel
 
     job = load_job_config(config_path)
     settings = dict(job.train)
@@ -285,7 +285,7 @@ def run_training(config_path: str, output_dir: str | None = None, epochs: int | 
     columns = {"untrained encoder": scorer.score(model.model, heads=False)}
     if kind == "pairs":
         # a lookup with no training: the answer of the most similar training question
-        from simplug.baselines import encoder_only, nearest_example
+        from simplug.evaluation.baselines import encoder_only, nearest_example
 
         nearest = nearest_example(encoder_only(model.model), train, held_out, batch_size=scorer.batch_size,
                                   distance=evaluation.get("distance", "cosine"))
@@ -359,8 +359,8 @@ def run_evaluation(model_path: str, data_path: str, kind: str | None = None, fie
                    batch_size: int = 64, trust_local_code: bool = False) -> dict[str, float]:
     """Metrics of a saved model on a data file (groups: each item against the others, or against
     ``candidates_path``'s items; pairs: each obj_a against every obj_b)."""
-    from simplug.datafiles import read_samples
-    from simplug.serving.model import SimilarityModel
+    from simplug.data.readers import read_samples
+    from simplug.model.similarity_model import SimilarityModel
 
     model = SimilarityModel.load(model_path, trust_local_code=trust_local_code)
     kind = kind or _guess_kind(data_path)
@@ -379,7 +379,7 @@ def run_evaluation(model_path: str, data_path: str, kind: str | None = None, fie
 
 
 def _guess_kind(path: str) -> str:
-    from simplug.datafiles import _rows
+    from simplug.data.readers import _rows
 
     for _, row in _rows(path):
         if "obj_a" in row or "obj_b" in row:

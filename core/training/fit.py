@@ -9,9 +9,9 @@ from typing import Any, Iterator
 import pytorch_lightning as pl
 from pytorch_lightning.profilers import PassThroughProfiler
 
-from simplug.dataloader import SimilarityDataLoader
+from simplug.data.loaders import SimilarityDataLoader
 from simplug.errors import DataError
-from simplug.trainable import TrainableModel
+from simplug.training.trainable import TrainableModel
 
 # Lightning messages that say nothing actionable for similarity training on a CPU
 _QUIET_WARNINGS = (
@@ -86,7 +86,7 @@ def trainer_defaults(
         except TypeError:
             batches = 50
         defaults["log_every_n_steps"] = max(1, min(50, batches))
-        from simplug.dataloader import GroupBalancedBatchSampler
+        from simplug.data.loaders import GroupBalancedBatchSampler
 
         if isinstance(train_dataloader.batch_sampler, GroupBalancedBatchSampler):
             # it splits its batches across ranks itself; a DistributedSampler cannot be put in
@@ -115,7 +115,7 @@ def fit(
     trainable_model.setup_dataloader(train_dataloader)
     if val_dataloader is not None:
         trainable_model.setup_dataloader(val_dataloader)
-    # frozen encoders with a cache: the loaders become index loaders (see simplug.caching)
+    # frozen encoders with a cache: the loaders become index loaders (see simplug.training.cache.fast_path)
     train_dataloader, val_dataloader = trainable_model.setup_cache(train_dataloader, val_dataloader)
     with quiet_lightning():
         if trainer is None:

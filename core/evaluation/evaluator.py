@@ -12,8 +12,10 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from simplug.errors import ConfigError, DataError
-from simplug.metric import AttachedMetric, Metric, PairScoreMetric, QueryBlock, Relevance
-from simplug.samples import SimilarityGroupSample, SimilarityPairSample
+from simplug.training.attached_metrics import AttachedMetric
+from simplug.components.metric import Metric, PairScoreMetric
+from simplug.components.ranking import QueryBlock, Relevance
+from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
 
 class Sampler:
@@ -123,7 +125,7 @@ def resolve_model(model: Any, trust_local_code: bool = False) -> Any:
     """A SimilarityModel from a saved model path, a SimilarityModel or a TrainableModel."""
     import os
 
-    from simplug.serving.model import SimilarityModel
+    from simplug.model.similarity_model import SimilarityModel
 
     if isinstance(model, (str, os.PathLike)):
         return SimilarityModel.load(os.fspath(model), trust_local_code=trust_local_code)
@@ -151,7 +153,7 @@ class Evaluator:
         block_size: int = 1024,
         batch_size: int | None = None,
     ):
-        from simplug.config import build_component
+        from simplug.registry.building import build_component
 
         if isinstance(metrics, Mapping) and "name" not in metrics:
             named = dict(metrics)

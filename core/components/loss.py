@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from simplug.distance import Distance, resolve_distance
+from simplug.components.distance import Distance, resolve_distance
 from simplug.errors import ConfigError, DataError
 
 _PAIR_TARGETS = ("pairs", "labels", "subgroups")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from functools import partial
-import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -15,19 +14,16 @@ import torch
 from torch import nn
 
 import simplug
-from simplug.encoder import Encoder
-from simplug.errors import ConfigError, MissingPluginError, ModelFormatError
-from simplug.head import EncoderHead
-from simplug.local_code import (
+from simplug.components.encoder import Encoder
+from simplug.errors import ConfigError, ModelFormatError
+from simplug.components.head import EncoderHead
+from simplug.model.local_code import (
     LocalCodeLoader,
     LocalCodeWriter,
     loading_local_code,
-    local_class_ref,
-    resolve_local_ref,
     saving_local_code,
 )
-from simplug.registry import singular_kind
-from simplug.manifest import (
+from simplug.model.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
     HEAD_WEIGHTS,
@@ -35,6 +31,7 @@ from simplug.manifest import (
     read_manifest,
     write_manifest,
 )
+from simplug.model.components import describe_component, resolve_component
 
 DEFAULT_ENCODER_KEY = "default"
 #: the two sides of pair data: ``obj_a`` is the query, ``obj_b`` the document
@@ -284,7 +281,7 @@ class SimilarityModel(nn.Module):
         with atomic_directory(path) as tmp, saving_local_code(writer):
             for key, encoder in self.encoders.items():
                 rel = f"encoders/{key}"
-                entry = _describe(registry, "encoders", encoder, role=f"encoder:{key}")
+                entry = describe_component(registry, "encoders", encoder, role=f"encoder:{key}")
                 entry["path"] = rel
                 entry["trainable"] = encoder.trainable
                 entry["embedding_size"] = encoder.embedding_size
@@ -295,7 +292,7 @@ class SimilarityModel(nn.Module):
             else:
                 head_files = {f"head:{side}": (self.side_heads[side], f"head_{side}.safetensors") for side in SIDES}
             for role, (head, weights) in head_files.items():
-                head_entry = _describe(registry, "heads", head, role=role)
+                head_entry = describe_component(registry, "heads", head, role=role)
                 head_entry["weights"] = weights
                 state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
                 save_file(state, os.path.join(tmp, weights))
@@ -336,7 +333,7 @@ class SimilarityModel(nn.Module):
         heads: dict[str, EncoderHead] = {}
         with loading_local_code(loader, path):
             for component in manifest["components"]:
-                component_cls = _resolve(registry, component)
+                component_cls = resolve_component(registry, component)
                 role = component.get("role", "")
                 try:
                     if role.startswith("encoder:"):
@@ -366,64 +363,6 @@ class SimilarityModel(nn.Module):
         model.manifest = manifest
         model.eval()
         return model.to(device)
-
-
-def _describe(registry: Any, kind: str, component: Any, role: str) -> dict[str, Any]:
-    record = registry.find_instance(kind, component)
-    config = component.get_config_dict() if hasattr(component, "get_config_dict") else {}
-    if record is None:
-        entry = {"role": role, "kind": kind, "source": "local", "class": local_class_ref(type(component))}
-    else:
-        entry = {
-            "role": role,
-            "kind": kind,
-            "source": "plugin",
-            "name": record.name,
-            "plugin": record.plugin,
-            "entry_point": record.entry_point,
-            "distribution": record.distribution,
-            "version": record.version,
-        }
-    entry["config"] = config
-    return entry
-
-
-def _installed_version(distribution: str) -> str | None:
-    try:
-        import importlib_metadata as metadata
-    except ImportError:  # pragma: no cover
-        from importlib import metadata  # type: ignore[no-redef]
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _resolve(registry: Any, component: dict[str, Any]) -> type:
-    if component.get("source") == "local":
-        return resolve_local_ref(component["class"])
-    if component.get("source") != "plugin":
-        raise ModelFormatError(f"component {component.get('role')!r} has unknown source {component.get('source')!r}")
-    dist, version, name = component["distribution"], component.get("version", ""), component["name"]
-    requirement = f"{dist}=={version}" if version else dist
-    installed = _installed_version(dist)
-    what = f"{singular_kind(component['kind'])} {name!r}"
-    if installed is None:
-        raise MissingPluginError(
-            f"this model needs the {what} from the distribution {dist} {version}, which is not "
-            f"installed: pip install '{requirement}' (simplug requirements MODEL lists every one)"
-        )
-    if version and installed != version:
-        if installed.split(".")[0] != version.split(".")[0]:
-            raise MissingPluginError(
-                f"this model was saved with {dist} {version} but {installed} is installed (another "
-                f"major version, which may build the {what} differently): pip install '{requirement}'"
-            )
-        warnings.warn(
-            f"model saved with {dist} {version}, loading with {installed}", stacklevel=3
-        )
-    registry.load_entry_point(dist, component["plugin"], requirement=requirement)
-    return registry.get(component["kind"], f"{dist}:{name}").load()
 
 
 def _side_needed() -> ValueError:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 import pluggy
 
-from simplug import hookspecs
+from simplug.registry import hookspecs
 from simplug.errors import (
     AmbiguousComponentError,
     ComponentNotFoundError,

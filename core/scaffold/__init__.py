@@ -18,7 +18,7 @@ from string import Template
 
 from simplug.errors import ConfigError
 from simplug.registry import normalize_kind, singular_kind
-from simplug.scaffold_templates import COMPONENTS
+from simplug.scaffold.templates import COMPONENTS
 
 # PEP 508 distribution names: letters, digits, '-', '_', '.', starting and ending alphanumeric
 _DISTRIBUTION_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")

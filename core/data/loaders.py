@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simplug.errors import DataError
-from simplug.samples import SimilarityGroupSample, SimilarityPairSample
+from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
 
 class _CollateWithFeatures:

@@ -1,0 +1,3 @@
+from simplug.cli.commands import main
+
+main()
