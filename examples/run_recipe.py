@@ -40,7 +40,8 @@ def main() -> None:
     from simplug.registry.building import build_component
     from simplug.data.readers import read_samples
     from simplug.components.encoder import Encoder
-    from simplug.cli.jobs import _loaders, load_job_config
+    from simplug.cli.job_config import load_job_config
+    from simplug.cli.train_job import loaders
     from simplug.plugins.encoders.torch_module import TorchModuleEncoder
     from simplug.plugins.heads.empty import EmptyHead
     from simplug.training.fit import fit
@@ -81,7 +82,7 @@ def main() -> None:
 
     # 3. baselines, 4. training, 5. the fine-tuned model
     rows = baselines(trainable, train_v, held_v)
-    train_loader, _ = _loaders(kind, train_v, held_v, settings)
+    train_loader, _ = loaders(kind, train_v, held_v, settings)
     fit_started = time.perf_counter()
     fit(trainable, train_dataloader=train_loader, max_epochs=epochs, accelerator="cpu", logger=False,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)

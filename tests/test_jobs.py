@@ -9,7 +9,7 @@ import torch
 
 from simplug.data.readers import read_objects, read_samples
 from simplug.errors import ConfigError, DataError
-from simplug.cli.jobs import load_job_config
+from simplug.cli.job_config import load_job_config
 from simplug.evaluation.retrieval import RetrievalTask, score_rankings
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
@@ -247,7 +247,7 @@ def test_cli_argument_mistakes_are_named(tmp_path):
 
 
 def test_train_cache_dir_is_built_once_reused_and_rebuilt_for_a_changed_encoder(tmp_path):
-    from simplug.cli.jobs import run_training
+    from simplug.cli.train_job import run_training
 
     config = make_group_job(tmp_path)
     text = config.read_text(encoding="utf-8").replace("batch_size = 24\n", 'batch_size = 24\ncache_dir = "cache"\n')
@@ -270,7 +270,7 @@ def test_train_cache_dir_is_built_once_reused_and_rebuilt_for_a_changed_encoder(
 
 
 def test_train_cache_dir_without_a_cache_is_refused(tmp_path):
-    from simplug.cli.jobs import run_training
+    from simplug.cli.train_job import run_training
 
     config = make_group_job(tmp_path)
     text = config.read_text(encoding="utf-8").replace("batch_size = 24\n", 'batch_size = 24\ncache = "none"\ncache_dir = "cache"\n')

@@ -139,7 +139,7 @@ def test_per_side_heads_refuse_group_data():
 
 def test_cli_encode_and_held_out_scoring_use_the_sides(tmp_path):
     from conftest import run_cli
-    from simplug.cli.jobs import HeldOutScorer
+    from simplug.evaluation.heldout import HeldOutScorer
     from simplug.evaluation.retrieval import RetrievalTask, evaluate_retrieval
 
     model = build().model

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from simplug.cli.tables import format_comparison, text_table
 from simplug.errors import SimplugError
 
 app = typer.Typer(
@@ -21,12 +22,6 @@ app = typer.Typer(
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    from simplug.cli.jobs import text_table  # no torch: the jobs module imports its heavy parts lazily
-
-    return text_table(headers, rows)
 
 
 def _read_manifest(model: str) -> dict:
@@ -63,7 +58,7 @@ def list_components(
             typer.echo(json.dumps(plugins, indent=2))
         else:
             headers = ["plugin", "distribution", "version", "status", "hooks"]
-            typer.echo(_table(headers, [[p["plugin"], p["distribution"], p["version"], p["status"],
+            typer.echo(text_table(headers, [[p["plugin"], p["distribution"], p["version"], p["status"],
                                          ", ".join(p["hooks"]) or "-"] for p in plugins]))
         return
     rows = []
@@ -88,7 +83,7 @@ def list_components(
         return
     headers = ["kind", "name", "plugin", "distribution", "version", "status"]
     table_rows = [[str(r[h]) for h in headers] for r in rows]
-    typer.echo(_table(headers, table_rows))
+    typer.echo(text_table(headers, table_rows))
     for r in rows:
         if r["status"] == "broken":
             typer.echo(f"\n{r['plugin']} ({r['distribution']} {r['version']}) is broken: {r['error']}", err=True)
@@ -107,7 +102,7 @@ def info(model: str = typer.Argument(..., help="saved model directory")) -> None
             rows.append([c["role"], c["kind"], c["class"], "(local code)", "", json.dumps(c.get("config", {}))[:60]])
         else:
             rows.append([c["role"], c["kind"], c["name"], c["distribution"], c.get("version", ""), json.dumps(c.get("config", {}))[:60]])
-    typer.echo(_table(["role", "kind", "name", "distribution", "version", "config"], rows))
+    typer.echo(text_table(["role", "kind", "name", "distribution", "version", "config"], rows))
     if manifest.get("training"):
         typer.echo(f"training: {json.dumps(manifest['training'])}")
     total = sum(f["size"] for f in manifest["files"].values())
@@ -196,7 +191,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="override [train] epochs"),
 ) -> None:
     """Train from a config; print held-out metrics before and after; save model, logs, report, plot."""
-    from simplug.cli.jobs import run_training
+    from simplug.cli.train_job import run_training
 
     try:
         run_training(config, output_dir=out, epochs=epochs, echo=typer.echo)
@@ -221,7 +216,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Retrieval metrics of a saved model on a data file."""
-    from simplug.cli.jobs import format_comparison, run_evaluation
+    from simplug.cli.evaluate_job import run_evaluation
 
     mapping = {}
     for item in (fields or "").split(","):

@@ -45,7 +45,7 @@ def _read_text(path: str) -> str:
         ) from None
 
 
-def _rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
     text = _read_text(path)
     if path.lower().endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))
@@ -75,7 +75,7 @@ def read_samples(
     names = field_names(kind, fields)
     group_ids = {} if group_ids is None else group_ids
     samples: list[Any] = []
-    for number, row in _rows(path):
+    for number, row in iter_rows(path):
         for field in REQUIRED[kind]:
             if names[field] not in row or row[names[field]] in (None, ""):
                 raise DataError(
