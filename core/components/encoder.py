@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from simplug.errors import ModelFormatError
+from simplug.files import read_model_file
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
@@ -32,13 +33,16 @@ def default_collate(batch: list[Any]) -> torch.Tensor:
 
 
 def read_encoder_config(input_path: str) -> dict[str, Any]:
-    """The constructor arguments an encoder saved beside its weights."""
+    """The constructor arguments an encoder saved beside its weights (read through the saved
+    model's checked reader, ``simplug.files.read_model_file``)."""
     config_path = os.path.join(input_path, CONFIG_FILE)
     try:
-        with open(config_path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"cannot read encoder config {config_path}: {exc}") from exc
+        config = json.loads(read_model_file(config_path, "encoder config").decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelFormatError(f"cannot read encoder config {config_path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"encoder config {config_path} is not a JSON object; save the model again")
+    return config
 
 
 class Encoder(nn.Module):
@@ -81,17 +85,31 @@ class Encoder(nn.Module):
 
     @classmethod
     def load(cls, input_path: str) -> "Encoder":
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError
+        from safetensors.torch import load
 
         encoder = cls(**read_encoder_config(input_path))
+        expected = encoder.state_dict()
         weights = os.path.join(input_path, WEIGHTS_FILE)
-        if os.path.exists(weights):
-            missing, unexpected = encoder.load_state_dict(load_file(weights), strict=False)
-            if missing or unexpected:
-                raise ModelFormatError(
-                    f"encoder weights in {input_path} do not fit {cls.__name__} built from its "
-                    f"config (missing {missing}, unexpected {unexpected})"
-                )
+        if not expected and not os.path.exists(weights):
+            return encoder  # nothing to load
+        try:
+            state = load(read_model_file(weights, "encoder weights"))
+        except FileNotFoundError:
+            raise ModelFormatError(
+                f"{cls.__name__} in {input_path} has weights but {WEIGHTS_FILE} is missing; it would load with "
+                "random weights. Copy the whole model directory, or save it again"
+            ) from None
+        except SafetensorError as exc:
+            raise ModelFormatError(f"{weights} is not a readable safetensors file ({exc})") from None
+        mismatched = [k for k in expected if k in state and (state[k].shape != expected[k].shape or state[k].dtype != expected[k].dtype)]
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected or mismatched:
+            raise ModelFormatError(
+                f"encoder weights in {input_path} do not fit {cls.__name__} built from its config (missing "
+                f"{missing[:5]}, unexpected {unexpected[:5]}, other shape or dtype {mismatched[:5]}); save the model again"
+            )
+        encoder.load_state_dict(state, strict=True)
         return encoder
 
     def disable_gradients_if_required(self) -> None:

@@ -2,6 +2,7 @@
 resolving a manifest entry back to its class, importing only the plugin it names."""
 from __future__ import annotations
 
+import shlex
 import warnings
 from typing import Any
 
@@ -57,13 +58,13 @@ def resolve_component(registry: Any, component: dict[str, Any]) -> type:
     if installed is None:
         raise MissingPluginError(
             f"this model needs the {what} from the distribution {dist} {version}, which is not "
-            f"installed: pip install '{requirement}' (simplug requirements MODEL lists every one)"
+            f"installed: pip install {shlex.quote(requirement)} (simplug requirements MODEL lists every one)"
         )
     if version and installed != version:
         if installed.split(".")[0] != version.split(".")[0]:
             raise MissingPluginError(
                 f"this model was saved with {dist} {version} but {installed} is installed (another "
-                f"major version, which may build the {what} differently): pip install '{requirement}'"
+                f"major version, which may build the {what} differently): pip install {shlex.quote(requirement)}"
             )
         warnings.warn(
             f"model saved with {dist} {version}, loading with {installed}", stacklevel=3

@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from typing import Any, Iterator
 
 from simplug.errors import ModelFormatError, UntrustedCodeError
+from simplug.files import checked_relative_path, read_model_file
 
 LOCAL_CODE_DIR = "local_code"
 _SIMPLE = (int, float, str, bool, bytes, type(None))
@@ -132,16 +133,19 @@ class LocalCodeLoader:
 
     def resolve(self, ref: str) -> type:
         filename, _, qualname = ref.rpartition(":")
-        if not filename.startswith(LOCAL_CODE_DIR + "/") or ".." in filename:
-            raise ModelFormatError(f"invalid local code reference {ref!r}")
+        try:
+            checked_relative_path(filename, "local code file")
+        except ValueError as exc:
+            raise ModelFormatError(f"invalid local code reference {ref!r}: {exc}") from None
+        if not filename.startswith(LOCAL_CODE_DIR + "/") or not filename.endswith(".py"):
+            raise ModelFormatError(f"invalid local code reference {ref!r}: not a {LOCAL_CODE_DIR}/*.py file")
+        if not all(part.isidentifier() for part in qualname.split(".")):
+            raise ModelFormatError(f"invalid local code reference {ref!r}: {qualname!r} is not a class name")
         module = self._modules.get(filename)
         if module is None:
             path = os.path.join(self.directory, filename)
-            try:
-                with open(path, encoding="utf-8") as fh:
-                    source = fh.read()
-            except OSError as exc:
-                raise ModelFormatError(f"local code file {filename} is missing: {exc}") from exc
+            # through the model's checked reader: listed in the manifest, inside the model, intact
+            source = read_model_file(path, "local code").decode("utf-8")
             name = "simplug_local_code." + os.path.basename(filename)[:-3]
             module = types.ModuleType(name)
             module.__file__ = path
@@ -150,7 +154,9 @@ class LocalCodeLoader:
             self._modules[filename] = module
         obj: Any = module
         for part in qualname.split("."):
-            obj = getattr(obj, part)
+            obj = getattr(obj, part, None)
+            if obj is None:
+                raise ModelFormatError(f"local code {filename} defines no {qualname!r}; the model is damaged: save it again")
         return obj
 
 

@@ -23,14 +23,18 @@ from simplug.model.local_code import (
     loading_local_code,
     saving_local_code,
 )
+from simplug.files import atomic_directory, reading_checked
 from simplug.model.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
     HEAD_WEIGHTS,
-    atomic_directory,
+    file_table,
+    files_under,
+    model_files,
     read_manifest,
     write_manifest,
 )
+from simplug.model.torch_spec import build_with_weights, read_safetensors
 from simplug.model.components import describe_component, resolve_component
 
 DEFAULT_ENCODER_KEY = "default"
@@ -285,6 +289,7 @@ class SimilarityModel(nn.Module):
                 entry["path"] = rel
                 entry["trainable"] = encoder.trainable
                 entry["embedding_size"] = encoder.embedding_size
+                entry["requires"] = list(getattr(type(encoder), "requires", ()))
                 encoder.save(os.path.join(tmp, rel))
                 components.append(entry)
             if self.side_heads is None:
@@ -294,10 +299,16 @@ class SimilarityModel(nn.Module):
             for role, (head, weights) in head_files.items():
                 head_entry = describe_component(registry, "heads", head, role=role)
                 head_entry["weights"] = weights
+                head_entry["requires"] = list(getattr(type(head), "requires", ()))
                 state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
                 save_file(state, os.path.join(tmp, weights))
                 components.append(head_entry)
             local = writer.write(tmp)
+            # the manifest says which files each component needs: a missing one is an error on
+            # load, never a component left with its random initial weights
+            table = file_table(tmp)
+            for entry in components:
+                entry["files"] = files_under(table, entry["path"]) if "path" in entry else [entry["weights"]]
             manifest = {
                 "format": FORMAT_NAME,
                 "format_version": FORMAT_VERSION,
@@ -310,7 +321,7 @@ class SimilarityModel(nn.Module):
                 "local_code": local,
                 "training": training or {},
             }
-            write_manifest(tmp, manifest)
+            write_manifest(tmp, manifest, table)
         return path
 
     @classmethod
@@ -320,37 +331,28 @@ class SimilarityModel(nn.Module):
         trust_local_code: bool = False,
         device: str | torch.device = "cpu",
     ) -> "SimilarityModel":
-        """Load a saved model, importing only the plugins its manifest names."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        """Load a saved model, importing only the plugins its manifest names.
 
+        The manifest is validated and every file checked first; then every file a component
+        reads goes through the model's checked reader (listed, inside the model, intact)."""
         from simplug.registry import Registry
 
         manifest = read_manifest(path)
+        files = model_files(path, manifest)
         registry = Registry(autoload=False, strict=True)
         loader = LocalCodeLoader(path) if trust_local_code else None
         encoders: dict[str, Encoder] = {}
         heads: dict[str, EncoderHead] = {}
-        with loading_local_code(loader, path):
+        with loading_local_code(loader, path), reading_checked(files):
             for component in manifest["components"]:
                 component_cls = resolve_component(registry, component)
-                role = component.get("role", "")
-                try:
-                    if role.startswith("encoder:"):
-                        encoders[role.split(":", 1)[1]] = component_cls.load(os.path.join(path, component["path"]))
-                    elif role == "head" or role.startswith("head:"):
-                        head = heads[role] = component_cls(**component.get("config", {}))
-                        state = load_file(os.path.join(path, component["weights"]))
-                        missing, unexpected = head.load_state_dict(state, strict=False)
-                        if missing or unexpected:
-                            raise ModelFormatError(
-                                f"head weights do not fit {component_cls.__name__}"
-                                f"({component.get('config')}): missing {missing}, unexpected {unexpected}"
-                            )
-                    else:
-                        raise ModelFormatError(f"unknown component role {role!r} in {path}")
-                except SafetensorError as exc:
-                    raise ModelFormatError(f"{path}: weights of {role} cannot be read ({exc})") from exc
+                role = component["role"]
+                if role.startswith("encoder:"):
+                    encoders[role.split(":", 1)[1]] = component_cls.load(os.path.join(path, component["path"]))
+                elif role == "head" or role.startswith("head:"):
+                    heads[role] = _load_head(component_cls, component, files)
+                else:
+                    raise ModelFormatError(f"unknown component role {role!r} in {path}")
         if not heads or not encoders:
             raise ModelFormatError(f"{path} does not describe both encoders and a head")
         if "head" in heads:
@@ -359,10 +361,30 @@ class SimilarityModel(nn.Module):
             head_or_heads = {role.split(":", 1)[1]: h for role, h in heads.items()}
             if sorted(head_or_heads) != sorted(SIDES):
                 raise ModelFormatError(f"{path} has heads for sides {sorted(head_or_heads)}; expected {list(SIDES)}")
-        model = cls(encoders, head_or_heads)
+        try:
+            model = cls(encoders, head_or_heads)
+        except ConfigError as exc:
+            raise ModelFormatError(f"{path}: its components do not fit together ({exc}); save the model again") from None
         model.manifest = manifest
         model.eval()
         return model.to(device)
+
+
+def _load_head(component_cls: type, component: dict[str, Any], files: Any) -> EncoderHead:
+    """A head built from its config and weights, sizes checked before anything is allocated."""
+    where = f"weights of {component['role']} ({component['weights']})"
+    state = read_safetensors(files.read_bytes(component["weights"], "head weights"), where)
+
+    def build() -> EncoderHead:
+        try:
+            head = component_cls(**component.get("config", {}))
+        except (TypeError, ValueError) as exc:
+            raise ModelFormatError(f"the config of {component['role']} does not build a {component_cls.__name__}: {exc}") from None
+        if not isinstance(head, EncoderHead):
+            raise ModelFormatError(f"{component['role']} built a {type(head).__name__}, not a simplug EncoderHead")
+        return head
+
+    return build_with_weights(build, state, where)
 
 
 def _side_needed() -> ValueError:

@@ -8,7 +8,7 @@ Rebuilding only ever looks names up in ``torch.nn``; nothing else is imported.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -107,4 +107,62 @@ def _build(spec: dict[str, Any], check_only: bool = False) -> nn.Module | None:
 def module_from_spec(spec: dict[str, Any]) -> nn.Module:
     module = _build(spec)
     assert module is not None
+    return module
+
+
+# ---------------------------------------------------------------------------- loading weights
+def read_safetensors(data: bytes, where: str) -> dict[str, torch.Tensor]:
+    """Tensors from the bytes of a safetensors file (never a pickle); ``ModelFormatError`` when
+    the bytes are not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+        raise ModelFormatError(f"{where} is not a readable safetensors file ({exc}); save the model again") from None
+
+
+def check_weights_fit(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:
+    """Every tensor the module has is in ``found`` with its exact shape and dtype, and nothing
+    else is; else a ``ModelFormatError`` naming the first tensor that differs."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise ModelFormatError(
+            f"{where} do not fit the module its config builds: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}. The config and the weights come from different models: save the model again"
+        )
+    for name, want in expected.items():
+        got = found[name]
+        if tuple(got.shape) != tuple(want.shape):
+            raise ModelFormatError(
+                f"{where}: tensor {name!r} has shape {tuple(got.shape)} but the config builds "
+                f"{tuple(want.shape)}. The config and the weights disagree: save the model again"
+            )
+        if got.dtype != want.dtype:
+            raise ModelFormatError(
+                f"{where}: tensor {name!r} is {got.dtype} but the module holds {want.dtype}; weights are "
+                "never cast on load. Save the model again from a module of that dtype"
+            )
+
+
+def build_with_weights(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor], where: str) -> nn.Module:
+    """Build a module from its (untrusted) config and load ``state`` into it, without first
+    allocating what the config asks for: the module is built on the meta device (no memory),
+    its tensors' shapes and dtypes are checked against the weights file, and only then is it
+    built for real, its size now bounded by the weights actually on disk."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            skeleton = factory()
+    except ModelFormatError:
+        raise
+    except Exception:  # noqa: BLE001 - a constructor that cannot run on meta is checked after building
+        skeleton = None
+    if skeleton is not None:
+        check_weights_fit(skeleton.state_dict(), state, where)
+    module = factory()
+    if skeleton is None:
+        check_weights_fit(module.state_dict(), state, where)
+    module.load_state_dict(state, strict=True)
     return module

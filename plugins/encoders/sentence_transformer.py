@@ -8,9 +8,13 @@ from typing import Any, Callable, Sequence
 import torch
 
 from simplug.components.encoder import CONFIG_FILE, Encoder, read_encoder_config
-from simplug.errors import ConfigError, DataError
+from simplug.errors import ConfigError, DataError, ModelFormatError
 
 MODEL_SUBDIR = "model"
+SAFETENSORS_WEIGHTS = "model.safetensors"
+#: file types that hold (or may hold) a pickle, which loading would execute: a saved model never
+#: loads one
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
 
 def default_model_path() -> str:
@@ -45,6 +49,26 @@ def _load_sentence_transformer(path: str) -> Any:
     return SentenceTransformer(path, device="cpu", local_files_only=True)
 
 
+def check_no_pickles(model_dir: str) -> None:
+    """A saved sentence-transformers directory holds its weights as safetensors and nothing that
+    would be unpickled: refuse ``pytorch_model.bin`` and every other pickle format, and a missing
+    ``model.safetensors``, before sentence-transformers could fall back to them."""
+    found = []
+    for root, _dirs, files in os.walk(model_dir, followlinks=False):
+        found.extend(os.path.relpath(os.path.join(root, f), model_dir) for f in files if f.lower().endswith(PICKLE_SUFFIXES))
+    if found:
+        raise ModelFormatError(
+            f"{model_dir} holds {sorted(found)[0]}, a pickle file that loading would execute; simplug never "
+            "unpickles. Convert the model to safetensors (SentenceTransformer(path).save(path, "
+            "safe_serialization=True), then delete the pickle files) and save the simplug model again"
+        )
+    if not os.path.isfile(os.path.join(model_dir, SAFETENSORS_WEIGHTS)):
+        raise ModelFormatError(
+            f"{model_dir} has no {SAFETENSORS_WEIGHTS}; the weights of a saved sentence-transformers encoder "
+            "must be safetensors. Save the model again with simplug"
+        )
+
+
 def _transformer_layers(model: Any) -> torch.nn.ModuleList | None:
     """The stack of transformer blocks of the first module (BERT-like models: encoder.layer)."""
     auto_model = getattr(model[0], "auto_model", None)
@@ -66,6 +90,9 @@ class SentenceTransformerEncoder(Encoder):
       ``trainable_layers=N``: only the top N transformer blocks (and pooling) train.
     - ``max_seq_length``: truncate longer texts (default: the model's own limit).
     """
+
+    #: what pip must install for a saved model with this encoder to load (recorded in its manifest)
+    requires = ("sentence-transformers>=3.0",)
 
     def __init__(
         self,
@@ -172,7 +199,9 @@ class SentenceTransformerEncoder(Encoder):
     # standard model directory (usable by sentence-transformers itself) instead of a state dict.
     def save(self, output_path: str) -> None:
         os.makedirs(output_path, exist_ok=True)
-        self.model.save(os.path.join(output_path, MODEL_SUBDIR))
+        model_dir = os.path.join(output_path, MODEL_SUBDIR)
+        self.model.save(model_dir, safe_serialization=True)
+        check_no_pickles(model_dir)  # what a load would refuse, a save never writes
         config = dict(self.get_config_dict(), model_path=None)
         with open(os.path.join(output_path, CONFIG_FILE), "w", encoding="utf-8") as fh:
             json.dump(config, fh, indent=2, sort_keys=True)
@@ -180,7 +209,12 @@ class SentenceTransformerEncoder(Encoder):
     @classmethod
     def load(cls, input_path: str) -> "SentenceTransformerEncoder":
         config = read_encoder_config(input_path)
-        config["model_path"] = os.path.join(input_path, MODEL_SUBDIR)
+        unknown = sorted(set(config) - {"model_path", "trainable", "trainable_layers", "max_seq_length"})
+        if unknown:
+            raise ModelFormatError(f"encoder config in {input_path} has unknown keys {unknown}; save the model again")
+        model_dir = os.path.join(input_path, MODEL_SUBDIR)
+        check_no_pickles(model_dir)
+        config["model_path"] = model_dir
         encoder = cls(**config)
         # The saved copy is the model now; record it as such if this encoder is saved again.
         encoder._model_path = None

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from simplug.components.encoder import Encoder, default_collate
-from simplug.model.torch_spec import module_from_spec, module_to_spec
+from simplug.components.encoder import WEIGHTS_FILE, Encoder, default_collate, read_encoder_config
+from simplug.errors import ModelFormatError
+from simplug.files import read_model_file
+from simplug.model.torch_spec import build_with_weights, module_from_spec, module_to_spec, read_safetensors
 
 
 class TorchModuleEncoder(Encoder):
@@ -66,3 +69,32 @@ class TorchModuleEncoder(Encoder):
             "trainable": self._trainable,
             "input_size": self._input_size,
         }
+
+    @classmethod
+    def load(cls, input_path: str) -> "TorchModuleEncoder":
+        """Rebuild the module from its recorded spec and load its weights, checking the sizes the
+        spec asks for against the weights file before allocating them (a 100-byte config cannot
+        make the loader allocate a ``Linear(200000, 200000)``)."""
+        config = read_encoder_config(input_path)
+        if not isinstance(config.get("module"), dict):
+            raise ModelFormatError(f"encoder config in {input_path} has no module spec; save the model again")
+        if not isinstance(config.get("embedding_size"), int) or isinstance(config.get("embedding_size"), bool):
+            # without it the constructor measures it by a dry run on an input of input_size
+            raise ModelFormatError(f"encoder config in {input_path} lacks an integer embedding_size; save the model again")
+        weights = os.path.join(input_path, WEIGHTS_FILE)
+        try:
+            data = read_model_file(weights, "encoder weights")
+        except FileNotFoundError:
+            raise ModelFormatError(
+                f"{weights} is missing; the encoder would load with random weights. Copy the whole model "
+                "directory, or save it again"
+            ) from None
+        state = read_safetensors(data, weights)
+
+        def build() -> TorchModuleEncoder:
+            try:
+                return cls(**config)
+            except (TypeError, ValueError) as exc:
+                raise ModelFormatError(f"encoder config in {input_path} does not build a {cls.__name__}: {exc}") from None
+
+        return build_with_weights(build, state, f"encoder weights in {input_path}")
