@@ -36,7 +36,7 @@ from simplug.errors import ModelFormatError
 
 CHUNK_BYTES = 1 << 20
 LOCK_SUFFIX = ".lock"
-_TMP_MARK, _OLD_MARK, _TRASH_MARK = ".tmp-", ".old-", ".trash-"
+TMP_MARK, _OLD_MARK, _TRASH_MARK = ".tmp-", ".old-", ".trash-"
 
 
 # ---------------------------------------------------------------------------- hashing
@@ -107,7 +107,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[HashingWriter]:
     beside it, which replaces ``path`` only when the block succeeds. After the block the
     writer's ``sha256`` and ``size`` describe exactly the bytes written."""
     path = os.path.abspath(os.fspath(path))
-    tmp = unique_sibling(path, _TMP_MARK)
+    tmp = unique_sibling(path, TMP_MARK)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -139,7 +139,7 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> str:
     return write_bytes_atomic(path, json.dumps(value, indent=2, sort_keys=True).encode("utf-8"))
 
 
-def remove_stale_siblings(path: str, mark: str = _TMP_MARK) -> list[str]:
+def remove_stale_siblings(path: str, mark: str = TMP_MARK) -> list[str]:
     """Remove the ``.NAME<mark><pid>-<random>`` leftovers of ``path`` (files or directories).
     Only call it while holding ``file_lock(path)``: then no live writer owns them."""
     removed = _siblings(path, mark)
@@ -196,7 +196,7 @@ def _recover_locked(path: str) -> bool:
             _discard(old)
     for leftover in _siblings(path, _TRASH_MARK):
         shutil.rmtree(leftover, ignore_errors=True)
-    remove_stale_siblings(path, _TMP_MARK)
+    remove_stale_siblings(path, TMP_MARK)
     return restored
 
 
@@ -238,7 +238,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
         raise FileExistsError(f"{path} exists and is not a directory; choose another path or remove it")
     with file_lock(path):
         _recover_locked(path)
-        tmp = unique_sibling(path, _TMP_MARK)
+        tmp = unique_sibling(path, TMP_MARK)
         os.makedirs(tmp)
         try:
             yield tmp

@@ -645,7 +645,8 @@ def check_cache_backend(backend_class: Callable[..., Any], name: str | None = No
     import torch
 
     from simplug.components.cache_backend import CacheBackend
-    from simplug.training.cache.files import expected_meta, file_sha256, verify_cache_file, write_meta
+    from simplug.files import sha256_file as file_sha256, write_json_atomic
+    from simplug.training.cache.files import expected_meta, verify_cache_file
 
     label = f"cache backend {name or getattr(backend_class, '__name__', type(backend_class).__name__)!r}"
     num_rows, size = 6, 5
@@ -681,7 +682,7 @@ def check_cache_backend(backend_class: Callable[..., Any], name: str | None = No
             # the cache records the file's SHA-256 after save_file and verifies it before reuse
             meta = expected_meta("check", num_rows, size, dtype)
             saved_sha256 = file_sha256(path)
-            write_meta(path + ".json", {**meta, "sha256": saved_sha256})
+            write_json_atomic(path + ".json", {**meta, "sha256": saved_sha256})
             reason = verify_cache_file(path, path + ".json", meta)
             if reason is not None:
                 _fail(f"{label}: the file save_file wrote fails verify_cache_file ({reason})")

@@ -7,7 +7,10 @@ object. Training then gathers rows by index tensors (see ``simplug.training.cach
 A persisted cache is two files in ``save_dir`` per encoder: ``<encoder>.rows`` (the raw rows,
 row-major) and ``<encoder>.json`` (fingerprint, shape, dtype, size and SHA-256 of the rows
 file). The JSON is written last, so a crash mid-write leaves a cache that fails verification
-and is rebuilt, never one that is silently used.
+and is rebuilt, never one that is silently used. Every run that reads or writes an entry holds
+its lock (:func:`cache_lock`) from the check to the last write, builds in a temporary file of its
+own, and records the SHA-256 of that private file before publishing it: concurrent runs sharing
+a ``cache_dir`` never leave a description that names one data set beside the rows of another.
 """
 from __future__ import annotations
 
@@ -18,10 +21,10 @@ from typing import Any, Mapping
 
 import torch
 
+from simplug.files import file_lock, sha256_file
 
 CACHE_FORMAT = "simplug-cache"
 CACHE_FORMAT_VERSION = 1
-_CHUNK = 16 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------- fingerprints
@@ -93,15 +96,9 @@ def cache_paths(save_dir: str, encoder_name: str) -> tuple[str, str]:
     return os.path.join(save_dir, f"{safe}.rows"), os.path.join(save_dir, f"{safe}.json")
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(_CHUNK)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
+def cache_lock(rows_path: str) -> Any:
+    """The inter-process lock of one cache entry (its rows and its description)."""
+    return file_lock(rows_path)
 
 
 def expected_meta(fingerprint: str, num_rows: int, embedding_size: int, dtype: torch.dtype) -> dict[str, Any]:
@@ -140,15 +137,6 @@ def verify_cache_file(rows_path: str, meta_path: str, expected: dict[str, Any]) 
     size = os.path.getsize(rows_path)
     if size != expected["size_bytes"]:
         return f"{rows_path} is truncated or padded ({size} bytes, expected {expected['size_bytes']})"
-    if file_sha256(rows_path) != meta.get("sha256"):
+    if sha256_file(rows_path) != meta.get("sha256"):
         return f"{rows_path} is corrupt (its SHA-256 does not match the one recorded when it was written)"
     return None
-
-
-def write_meta(meta_path: str, meta: dict[str, Any]) -> None:
-    tmp = meta_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, meta_path)

@@ -11,14 +11,14 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from simplug.files import TMP_MARK, remove_stale_siblings, sha256_file, unique_sibling, write_json_atomic
 from simplug.training.cache.files import (
     NO_CACHE_FILE,
+    cache_lock,
     cache_paths,
     encoder_fingerprint,
     expected_meta,
-    file_sha256,
     verify_cache_file,
-    write_meta,
 )
 from simplug.components.cache_backend import CacheBackend
 from simplug.training.cache.config import CacheConfig, backend_name
@@ -56,6 +56,23 @@ class _Dist:
     def sum_(self, tensor: torch.Tensor) -> None:
         if self.active and tensor.numel():
             self.dist.all_reduce(tensor, op=self.dist.ReduceOp.SUM)
+
+
+class _EntryLock:
+    """The cache entry's lock, held by the first process (the one that checks and writes the
+    files); the others follow it through the fill's barriers."""
+
+    def __init__(self, rows_path: str, dist: _Dist):
+        self.lock = cache_lock(rows_path) if dist.rank == 0 else None
+
+    def __enter__(self) -> "_EntryLock":
+        if self.lock is not None:
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 class CacheState:
@@ -148,32 +165,41 @@ class CacheState:
             repr((sorted(encoder_fingerprint(encoder, dtype).items()), plan.data_digest())).encode()
         ).hexdigest()
         expected = expected_meta(fingerprint, num_rows, dim, dtype)
-        reason = dist.broadcast(verify_cache_file(rows_path, meta_path, expected) if dist.rank == 0 else None)
-        if reason is None:
-            log.info("cache of encoder %r: reusing %s", key, rows_path)
-            backend = cls(num_rows, dim, dtype, device, path=rows_path if cls.file_backed else None)
-            backend.load_file(rows_path)
-            self.outcomes[key] = f"reused {rows_path} ({num_rows} rows)"
-            return backend
-        if dist.rank == 0:
-            if reason != NO_CACHE_FILE:
-                warnings.warn(f"rebuilding the cache of encoder {key!r} in {save_dir}: {reason}", stacklevel=2)
-            for stale in (meta_path, rows_path + ".tmp"):
-                if os.path.exists(stale):
-                    os.remove(stale)
-        dist.barrier()
-        tmp = rows_path + ".tmp"
-        build_path = tmp if cls.file_backed else None
-        backend = cls(num_rows, dim, dtype, device, path=build_path) if dist.rank == 0 or not cls.file_backed else None
-        dist.barrier()  # the first process has created the file the others map
-        if backend is None:
-            backend = cls(num_rows, dim, dtype, device, path=build_path)
-        self._encode_into(backend, key, plan, encoder, device, progress, dist)
-        if dist.rank == 0:
-            backend.save_file(tmp)
-            os.replace(tmp, rows_path)
-            write_meta(meta_path, {**expected, "sha256": file_sha256(rows_path), "encoder": encoder_fingerprint(encoder, dtype)})
-        dist.barrier()
+        # From the check to the last write this run owns the entry: another run sharing the
+        # cache_dir waits, then finds this run's complete cache (reused or rebuilt for its data).
+        with _EntryLock(rows_path, dist):
+            reason = dist.broadcast(verify_cache_file(rows_path, meta_path, expected) if dist.rank == 0 else None)
+            if reason is None:
+                log.info("cache of encoder %r: reusing %s", key, rows_path)
+                backend = cls(num_rows, dim, dtype, device, path=rows_path if cls.file_backed else None)
+                backend.load_file(rows_path)
+                dist.barrier()  # every process holds the verified rows before another run may replace them
+                self.outcomes[key] = f"reused {rows_path} ({num_rows} rows)"
+                return backend
+            tmp = None
+            if dist.rank == 0:
+                if reason != NO_CACHE_FILE:
+                    warnings.warn(f"rebuilding the cache of encoder {key!r} in {save_dir}: {reason}", stacklevel=2)
+                if os.path.exists(meta_path):
+                    os.remove(meta_path)  # a rebuild killed midway leaves no description to trust
+                for leftover in (rows_path, meta_path):  # temporary files of killed runs (we hold the lock)
+                    remove_stale_siblings(leftover)
+                tmp = unique_sibling(rows_path, TMP_MARK)  # this run's own file: no other run writes it
+            tmp = dist.broadcast(tmp)
+            build_path = tmp if cls.file_backed else None
+            backend = cls(num_rows, dim, dtype, device, path=build_path) if dist.rank == 0 or not cls.file_backed else None
+            dist.barrier()  # the first process has created the file the others map
+            if backend is None:
+                backend = cls(num_rows, dim, dtype, device, path=build_path)
+            self._encode_into(backend, key, plan, encoder, device, progress, dist)
+            if dist.rank == 0:
+                backend.save_file(tmp)
+                # the checksum of the bytes this run wrote, taken from its private file before it
+                # is published (never from whatever file is at rows_path afterwards)
+                digest = sha256_file(tmp)
+                os.replace(tmp, rows_path)
+                write_json_atomic(meta_path, {**expected, "sha256": digest, "encoder": encoder_fingerprint(encoder, dtype)})
+            dist.barrier()
         if cls.file_backed:
             backend.path = rows_path  # the mapping follows the renamed file
         self.outcomes[key] = (f"built {rows_path} ({num_rows} rows)" if reason == NO_CACHE_FILE
