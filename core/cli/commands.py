@@ -24,13 +24,20 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _printable(value: object) -> str:
+    """``value`` as text safe for a terminal: control characters (ANSI escapes, carriage returns,
+    bidirectional overrides) from a model file are shown escaped, never sent to the terminal."""
+    text = value if isinstance(value, str) else str(value)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _read_manifest(model: str) -> dict:
     from simplug.model.manifest import read_manifest
 
     try:
         return read_manifest(model, verify_files=False)
     except SimplugError as exc:
-        _fail(str(exc))
+        _fail(_printable(exc))
         raise  # unreachable: _fail exits
 
 
@@ -93,32 +100,39 @@ def list_components(
 def info(model: str = typer.Argument(..., help="saved model directory")) -> None:
     """Show a saved model's manifest: components, where they come from, files."""
     manifest = _read_manifest(model)
-    typer.echo(f"model: {model}")
-    typer.echo(f"format: {manifest['format']} v{manifest['format_version']}, saved by simplug {manifest.get('simplug_version')}")
-    typer.echo(f"embedding size: {manifest.get('embedding_size')}")
+    p = _printable
+    typer.echo(f"model: {p(model)}")
+    typer.echo(f"format: {p(manifest['format'])} v{manifest['format_version']}, saved by simplug {p(manifest.get('simplug_version'))}")
+    typer.echo(f"embedding size: {p(manifest.get('embedding_size'))}")
     rows = []
     for c in manifest["components"]:
+        config = json.dumps(c.get("config", {}))[:60]
         if c.get("source") == "local":
-            rows.append([c["role"], c["kind"], c["class"], "(local code)", "", json.dumps(c.get("config", {}))[:60]])
+            rows.append([p(c["role"]), p(c["kind"]), p(c["class"]), "(local code)", "", p(config)])
         else:
-            rows.append([c["role"], c["kind"], c["name"], c["distribution"], c.get("version", ""), json.dumps(c.get("config", {}))[:60]])
+            rows.append([p(c["role"]), p(c["kind"]), p(c["name"]), p(c["distribution"]), p(c.get("version") or ""), p(config)])
     typer.echo(text_table(["role", "kind", "name", "distribution", "version", "config"], rows))
     if manifest.get("training"):
-        typer.echo(f"training: {json.dumps(manifest['training'])}")
+        typer.echo(f"training: {p(json.dumps(manifest['training']))}")
     total = sum(f["size"] for f in manifest["files"].values())
     typer.echo(f"files: {len(manifest['files'])} ({total / 1e6:.2f} MB)")
 
 
 @app.command()
 def requirements(model: str = typer.Argument(..., help="saved model directory")) -> None:
-    """Print the pip requirement lines a saved model needs to be served."""
+    """Print the pip requirement lines a saved model needs to be loaded and served: simplug, the
+    plugins' distributions, and what its components declare (e.g. sentence-transformers)."""
     from simplug.model.manifest import local_code_notes, requirements as model_requirements
 
     manifest = _read_manifest(model)
-    for line in model_requirements(manifest):
-        typer.echo(line)
+    try:
+        lines = model_requirements(manifest)  # each one a validated PEP 508 requirement, never a pip option
+    except (SimplugError, ValueError) as exc:
+        _fail(_printable(f"{model}: a requirement in its manifest {exc}; the model is damaged or hostile"))
+    for line in lines:
+        typer.echo(_printable(line))
     for note in local_code_notes(manifest):
-        typer.echo(f"# local code (load with trust_local_code=True): {note}")
+        typer.echo(f"# local code (load with trust_local_code=True): {_printable(note)}")
 
 
 @app.command()
