@@ -72,4 +72,6 @@ def test_cached_training_under_ddp_on_two_cpu_processes(tmp_path):
         assert result["fill_calls"] == 6  # its half of 6 batches for each of the 2 encoders
         assert result["steps"] == 2 * 3  # 48 samples split over 2 processes in batches of 8
     assert results[0]["head"] == results[1]["head"]  # gradients were synchronised
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["a.json", "a.rows", "b.json", "b.rows"]
+    # the files of the two caches and their entries' lock files, no temporary file
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        ".a.rows.lock", ".b.rows.lock", "a.json", "a.rows", "b.json", "b.rows"]

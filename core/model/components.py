@@ -2,7 +2,6 @@
 resolving a manifest entry back to its class, importing only the plugin it names."""
 from __future__ import annotations
 
-import shlex
 import warnings
 from typing import Any
 
@@ -46,6 +45,12 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
+def _shell_argument(text: str) -> str:
+    """``text`` single-quoted for a POSIX shell, a quote inside it escaped (as ``shlex.quote``
+    does, but always quoted, so the command reads the same whatever the name)."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
 def resolve_component(registry: Any, component: dict[str, Any]) -> type:
     if component.get("source") == "local":
         return resolve_local_ref(component["class"])
@@ -58,13 +63,13 @@ def resolve_component(registry: Any, component: dict[str, Any]) -> type:
     if installed is None:
         raise MissingPluginError(
             f"this model needs the {what} from the distribution {dist} {version}, which is not "
-            f"installed: pip install {shlex.quote(requirement)} (simplug requirements MODEL lists every one)"
+            f"installed: pip install {_shell_argument(requirement)} (simplug requirements MODEL lists every one)"
         )
     if version and installed != version:
         if installed.split(".")[0] != version.split(".")[0]:
             raise MissingPluginError(
                 f"this model was saved with {dist} {version} but {installed} is installed (another "
-                f"major version, which may build the {what} differently): pip install {shlex.quote(requirement)}"
+                f"major version, which may build the {what} differently): pip install {_shell_argument(requirement)}"
             )
         warnings.warn(
             f"model saved with {dist} {version}, loading with {installed}", stacklevel=3
