@@ -128,7 +128,7 @@ def test_a_missing_plugin_names_the_distribution_to_install(saved):
     head = [c for c in manifest["components"] if c["role"] == "head"][0]
     head.update(distribution="simplug-fancy-heads", version="2.1.0", plugin="fancy")
     json.dump(manifest, open(manifest_path, "w"))
-    with pytest.raises(MissingPluginError, match=r"pip install simplug-fancy-heads==2\.1\.0"):
+    with pytest.raises(MissingPluginError, match=r"pip install 'simplug-fancy-heads==2\.1\.0'"):
         SimilarityModel.load(path)
     assert "simplug-fancy-heads==2.1.0" in run_cli("requirements", path).stdout
 

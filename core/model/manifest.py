@@ -41,8 +41,10 @@ MAX_JSON_DEPTH = 64
 
 # PEP 508 distribution names
 _DISTRIBUTION = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
-_ROLE = re.compile(r"^(encoder:[A-Za-z0-9_.\-]+|head|head:[a-z]+)$")
+# component names as the registry accepts them; entry point names; kinds
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@\-]*$")
+# an encoder's key is the user's own name: any printable text
+_ROLE = re.compile(r"^(encoder:[^\x00-\x1f\x7f]{1,200}|head|head:[a-z]+)$")
 _LOCAL_REF = re.compile(r"^local_code/[A-Za-z0-9_.\-]+\.py:[A-Za-z_][A-Za-z0-9_.]*$")
 
 
@@ -87,7 +89,7 @@ def requirement_string(value: str) -> str:
 
 def _identifier(value: str) -> str:
     if not _IDENTIFIER.match(value):
-        raise ValueError("must be letters, digits, '_', '.' or '-'")
+        raise ValueError("must be letters, digits, '_', '.', '@' or '-'")
     return value
 
 
@@ -288,7 +290,13 @@ def read_manifest(path: str, verify_files: bool = True) -> dict[str, Any]:
     ``simplug.files.atomic_directory``)."""
     path = os.fspath(path)
     if not os.path.lexists(path):
-        recover_directory(path)
+        try:
+            recover_directory(path)
+        except OSError as exc:
+            raise ModelFormatError(
+                f"{path} does not exist; a save killed midway left the previous model beside it (.NAME.old-*) "
+                f"and it cannot be moved back ({exc.strerror or exc}): rename it to {os.path.basename(path)} by hand"
+            ) from None
     if not os.path.isdir(path):
         raise ModelFormatError(f"{path} is not a directory; a simplug model is a directory saved by save_servable")
     manifest_path = os.path.join(path, MANIFEST_FILE)
