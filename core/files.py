@@ -224,12 +224,14 @@ def fsync_tree(directory: str) -> None:
 
 
 @contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
+def atomic_directory(path: str | os.PathLike, replaces_only: str | None = None) -> Iterator[str]:
     """Yield a private temporary directory that replaces ``path`` when the block succeeds.
 
     Saves of one path run one at a time (:func:`file_lock`); each first recovers what an
     interrupted save left. A kill at any moment leaves the old or the new directory at ``path``,
     or (between the two renames) the old one beside it, which the next load or save puts back.
+    With ``replaces_only`` (a file name), an existing non-empty directory is replaced only if it
+    holds that file: a save never deletes a folder of other things given by mistake.
     """
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
@@ -238,6 +240,12 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
         raise FileExistsError(f"{path} exists and is not a directory; choose another path or remove it")
     with file_lock(path):
         _recover_locked(path)
+        if (replaces_only is not None and os.path.isdir(path) and os.listdir(path)
+                and not os.path.isfile(os.path.join(path, replaces_only))):
+            raise FileExistsError(
+                f"{path} is a folder with other things in it (no {replaces_only}); saving there would delete "
+                "them. Choose a new or empty folder"
+            )
         tmp = unique_sibling(path, TMP_MARK)
         os.makedirs(tmp)
         try:

@@ -220,6 +220,19 @@ def test_saving_onto_a_file_is_refused_and_keeps_it(tmp_path):
     assert target.read_text() == "not a model"
 
 
+def test_saving_over_a_folder_that_is_not_a_model_is_refused_and_keeps_it(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="other things in it"):
+        build_model(0).save(str(folder))
+    assert (folder / "notes.txt").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    build_model(0).save(str(empty))  # an empty folder is fine
+    assert (empty / "manifest.json").exists()
+
+
 # ---------------------------------------------------------------------------- paths
 BAD_PATHS = ["/etc/passwd", "../outside.safetensors", "encoders/../../x", "./head.safetensors", "a//b",
              "C:/x", "a\\b", "", "head.safetensors\x00", "encoders/default/\x1b[31m"]

@@ -28,6 +28,7 @@ from simplug.model.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
     HEAD_WEIGHTS,
+    MANIFEST_FILE,
     file_table,
     files_under,
     model_files,
@@ -282,7 +283,7 @@ class SimilarityModel(nn.Module):
         registry = get_registry()
         writer = LocalCodeWriter()
         components = []
-        with atomic_directory(path) as tmp, saving_local_code(writer):
+        with atomic_directory(path, replaces_only=MANIFEST_FILE) as tmp, saving_local_code(writer):
             for key, encoder in self.encoders.items():
                 rel = f"encoders/{key}"
                 entry = describe_component(registry, "encoders", encoder, role=f"encoder:{key}")
