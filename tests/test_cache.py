@@ -303,7 +303,7 @@ def test_config_models_take_a_cache_setting(tmp_path):
         "cache": {"cache_type": "disk", "save_dir": str(tmp_path)},
     })
     Quaterion.fit(model, train_dataloader=GroupSimilarityDataLoader(group_points(per_group=5), batch_size=10), **FIT)
-    assert sorted(os.listdir(tmp_path)) == ["default.json", "default.rows"]
+    assert sorted(os.listdir(tmp_path)) == [".default.rows.lock", "default.json", "default.rows"]
     with pytest.raises(ConfigError, match="unknown cache setting"):
         TrainableModel.from_config({"encoder": make_encoder(), "loss": "triplet", "cache": {"save_dri": "x"}}).configure_caches()
 
