@@ -237,7 +237,7 @@ def atomic_directory(path: str | os.PathLike, replaces_only: str | None = None) 
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     if os.path.lexists(path) and (os.path.islink(path) or not os.path.isdir(path)):
-        raise FileExistsError(f"{path} exists and is not a directory; choose another path or remove it")
+        raise FileExistsError(f"{path} exists and is not a directory (a file or a symbolic link); choose another path")
     with file_lock(path):
         _recover_locked(path)
         if (replaces_only is not None and os.path.isdir(path) and os.listdir(path)
@@ -265,7 +265,7 @@ def atomic_directory(path: str | os.PathLike, replaces_only: str | None = None) 
 
 
 # ---------------------------------------------------------------------------- paths
-_WINDOWS_DRIVE = ":"
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def checked_relative_path(value: Any, what: str = "path") -> str:
@@ -276,7 +276,7 @@ def checked_relative_path(value: Any, what: str = "path") -> str:
         raise ValueError(f"{what} must be a string, got {type(value).__name__}")
     if not value:
         raise ValueError(f"{what} is empty")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value) or "\\" in value or _WINDOWS_DRIVE in value:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or "\\" in value or _WINDOWS_DRIVE.match(value):
         raise ValueError(f"{what} {value!r} has a control character, a backslash or a drive")
     if value.startswith("/") or posixpath.isabs(value):
         raise ValueError(f"{what} {value!r} is absolute; paths in a model are relative to its directory")
