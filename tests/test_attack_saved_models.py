@@ -212,6 +212,23 @@ def test_stale_temporary_folders_of_dead_saves_are_removed(saved, tmp_path):
     assert unrelated.exists()
 
 
+def test_a_load_that_a_save_overtakes_reads_the_new_model(saved, expected, monkeypatch):
+    """A save replaces the model after the load read the manifest: the files no longer match what
+    it read, and the load reads the new model instead of reporting a corrupt one."""
+    import simplug.model.similarity_model as similarity_model
+
+    real_model_files, overtaken = similarity_model.model_files, []
+
+    def save_in_between(path, manifest):
+        if not overtaken:
+            overtaken.append(True)
+            build_model(1).save(path)
+        return real_model_files(path, manifest)
+
+    monkeypatch.setattr(similarity_model, "model_files", save_in_between)
+    assert np.array_equal(embeddings(SimilarityModel.load(saved)), expected[1]) and overtaken
+
+
 def test_saving_onto_a_file_is_refused_and_keeps_it(tmp_path):
     target = tmp_path / "model"
     target.write_text("not a model")

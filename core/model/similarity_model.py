@@ -336,6 +336,19 @@ class SimilarityModel(nn.Module):
 
         The manifest is validated and every file checked first; then every file a component
         reads goes through the model's checked reader (listed, inside the model, intact)."""
+        for attempt in range(_LOAD_ATTEMPTS):
+            before = _directory_identity(path)
+            try:
+                return cls._load_once(path, trust_local_code, device)
+            except ModelFormatError:
+                # a save that replaced the model while it was read makes its files disagree with
+                # the manifest read first: read the new model; any other failure is the model's
+                if attempt == _LOAD_ATTEMPTS - 1 or _directory_identity(path) == before:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @classmethod
+    def _load_once(cls, path: str, trust_local_code: bool, device: str | torch.device) -> "SimilarityModel":
         from simplug.registry import Registry
 
         manifest = read_manifest(path)
@@ -369,6 +382,18 @@ class SimilarityModel(nn.Module):
         model.manifest = manifest
         model.eval()
         return model.to(device)
+
+
+_LOAD_ATTEMPTS = 3
+
+
+def _directory_identity(path: str) -> tuple[int, int] | None:
+    """Which directory is at ``path`` now (a save replaces it with another one)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _load_head(component_cls: type, component: dict[str, Any], files: Any) -> EncoderHead:
