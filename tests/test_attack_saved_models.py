@@ -487,6 +487,8 @@ WRONG_TYPES = [
     ("no component files", lambda m: component(m, "head").pop("files"), "components.1.files"),
     ("no components", lambda m: m.pop("components"), "components"),
     ("local code as string", lambda m: m.update(local_code="x"), "local_code"),
+    ("embedding size as string", lambda m: component(m, "encoder:default").update(embedding_size="10"),
+     "components.0.embedding_size"),
 ]
 
 

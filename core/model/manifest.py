@@ -131,6 +131,8 @@ class ComponentEntry(_Model):
     files: list[RelativePath]
     #: what pip must install besides the plugin for it to load (e.g. sentence-transformers)
     requires: list[RequirementString] = Field(default_factory=list)
+    trainable: Optional[bool] = None
+    embedding_size: Optional[int] = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _source_fields(self) -> "ComponentEntry":
