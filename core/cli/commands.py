@@ -9,6 +9,7 @@ import typer
 
 from simplug.cli.tables import format_comparison, text_table
 from simplug.errors import SimplugError
+from simplug.registry.kinds import NAMES as KIND_NAMES
 
 app = typer.Typer(
     name="simplug",
@@ -186,7 +187,7 @@ def export_model(
 
 @app.command()
 def train(
-    config: str = typer.Argument(..., help="a TOML job config (see examples/chatterbot_categories/config.toml)"),
+    config: str = typer.Argument(..., help="a TOML job config (see examples/category_routing/config.toml)"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="output directory (default: [output] dir)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="override [train] epochs"),
 ) -> None:
@@ -264,7 +265,7 @@ def encode(
 @app.command("new-plugin")
 def new_plugin(
     name: str = typer.Argument(..., help="distribution name of the new package, e.g. simplug-attention-head"),
-    kind: str = typer.Option(..., "--kind", "-k", help="heads, losses, encoders, distances, metrics or cache_backends"),
+    kind: str = typer.Option(..., "--kind", "-k", help=f"one of: {', '.join(KIND_NAMES)}"),
     directory: str = typer.Option(".", "--dir", help="directory to create the package in (as DIR/NAME)"),
 ) -> None:
     """Write a plugin package with one working component, its tests and a README."""

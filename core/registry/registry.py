@@ -16,11 +16,11 @@ import re
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import pluggy
 
-from simplug.registry import hookspecs
+from simplug.registry import hookspecs, kinds
 from simplug.errors import (
     AmbiguousComponentError,
     ComponentNotFoundError,
@@ -39,33 +39,23 @@ ENTRY_POINT_GROUP = "simplug"
 BUILTIN_DISTRIBUTION = "simplug"
 LOCAL_DISTRIBUTION = "<local>"
 
-_KIND_ALIASES = {
-    "encoder": "encoders",
-    "head": "heads",
-    "loss": "losses",
-    "distance": "distances",
-    "metric": "metrics",
-    "cache": "cache_backends",
-    "cache_backend": "cache_backends",
-    "caches": "cache_backends",
-}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]*$")
 
 
 def normalize_kind(kind: str) -> str:
     """Accept singular and plural spellings: ``head`` and ``heads`` are the same kind."""
     key = kind.strip().lower().replace("-", "_")
-    key = _KIND_ALIASES.get(key, key)
-    if key not in hookspecs.KINDS:
+    key = kinds.ALIASES.get(key, key)
+    if key not in kinds.BY_NAME:
         raise ComponentNotFoundError(
-            f"unknown component kind {kind!r}; kinds are: {', '.join(hookspecs.KINDS)}"
+            f"unknown component kind {kind!r}; kinds are: {', '.join(kinds.NAMES)}"
         )
     return key
 
 
 def singular_kind(kind: str) -> str:
     """``heads`` -> ``head``, ``losses`` -> ``loss``: for messages about one component."""
-    return "loss" if kind == "losses" else kind[:-1]
+    return kinds.BY_NAME[kind].singular if kind in kinds.BY_NAME else kind
 
 
 def normalize_distribution(name: str) -> str:
@@ -143,7 +133,22 @@ class ComponentRecord:
                     ) from exc
             else:
                 self._loaded = self.target
+            self._check_base(self._loaded)
         return self._loaded
+
+    def _check_base(self, loaded: Any) -> None:
+        """A registered class must subclass its kind's base (a factory function is taken on trust)."""
+        if not inspect.isclass(loaded):
+            return
+        base = import_target(kinds.BY_NAME[self.kind].base)
+        if not issubclass(loaded, base):
+            self._loaded = None
+            raise PluginError(
+                f"{singular_kind(self.kind)} {self.name!r} from {self.distribution} {self.version} is "
+                f"{loaded.__module__}.{loaded.__qualname__}, which does not subclass "
+                f"{base.__module__}.{base.__qualname__}; every registered {singular_kind(self.kind)} must. "
+                f"Fix the plugin, or disable it with SIMPLUG_DISABLE_PLUGINS={self.distribution}."
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -197,7 +202,7 @@ class Registry:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._plugins: dict[str, PluginInfo] = {}
-        self._components: dict[str, dict[str, list[ComponentRecord]]] = {k: {} for k in hookspecs.KINDS}
+        self._components: dict[str, dict[str, list[ComponentRecord]]] = {k: {} for k in kinds.NAMES}
         self._lock = threading.RLock()
         self._discovered = False
         if autoload:
@@ -205,7 +210,8 @@ class Registry:
 
     # ------------------------------------------------------------------ discovery
     @staticmethod
-    def _entry_points() -> list[Any]:
+    def entry_points() -> list[Any]:
+        """The installed entry points of the ``simplug`` group, each distribution once."""
         seen: set[tuple[str, str]] = set()
         result = []
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -222,7 +228,7 @@ class Registry:
         only = _env_list("SIMPLUG_LOAD_PLUGINS")
         disabled = _env_list("SIMPLUG_DISABLE_PLUGINS") or set()
         with self._lock:
-            for ep in self._entry_points():
+            for ep in self.entry_points():
                 dist_name = ep.dist.metadata["Name"] if ep.dist is not None else LOCAL_DISTRIBUTION
                 norm = normalize_distribution(dist_name)
                 allowed = norm == BUILTIN_DISTRIBUTION or only is None or norm in only
@@ -240,7 +246,7 @@ class Registry:
             key = f"{norm}:{name}"
             if key in self._plugins and self._plugins[key].status == "ok":
                 return self._plugins[key]
-            for ep in self._entry_points():
+            for ep in self.entry_points():
                 dist_name = ep.dist.metadata["Name"] if ep.dist is not None else LOCAL_DISTRIBUTION
                 if normalize_distribution(dist_name) == norm and ep.name == name:
                     info = self._load_entry_point(ep, dist_name, force_strict=True)
@@ -319,10 +325,10 @@ class Registry:
         unknown = []
         for attr in dir(module):
             opts = self._pm.parse_hookimpl_opts(module, attr)
-            if opts is not None and attr not in hookspecs.KINDS.values():
+            if opts is not None and attr not in hookspecs.HOOKS.values():
                 unknown.append(attr)
         if unknown:
-            expected = "; ".join(_hook_signature(h) for h in hookspecs.KINDS.values())
+            expected = "; ".join(_hook_signature(h) for h in hookspecs.HOOKS.values())
             self._broken(
                 info,
                 f"implements unknown hook(s) {', '.join(unknown)}; the hooks are: {expected}",
@@ -333,7 +339,7 @@ class Registry:
         wrong = [
             f"{attr}{inspect.signature(getattr(module, attr))} (expected {_hook_signature(attr)})"
             for attr in dir(module)
-            if attr in hookspecs.KINDS.values()
+            if attr in hookspecs.HOOKS.values()
             and self._pm.parse_hookimpl_opts(module, attr) is not None
             and not _takes_register_only(getattr(module, attr))
         ]
@@ -349,7 +355,7 @@ class Registry:
         except pluggy.PluginValidationError as exc:
             self._broken(info, f"invalid hook implementation: {exc}", exc, force_strict)
             return
-        for kind, hook_name in hookspecs.KINDS.items():
+        for kind, hook_name in hookspecs.HOOKS.items():
             caller = getattr(self._pm.hook, hook_name)
             for impl in caller.get_hookimpls():
                 if impl.plugin is not module:
@@ -402,9 +408,9 @@ class Registry:
         return list(self._plugins.values())
 
     def components(self, kind: str | None = None) -> list[ComponentRecord]:
-        kinds = [normalize_kind(kind)] if kind else list(hookspecs.KINDS)
+        wanted = [normalize_kind(kind)] if kind else list(kinds.NAMES)
         out = []
-        for k in kinds:
+        for k in wanted:
             for name in sorted(self._components[k]):
                 out.extend(self._components[k][name])
         return out
@@ -499,12 +505,37 @@ def get_registry() -> Registry:
         return _default
 
 
-def reset_registry(registry: Registry | None = None) -> None:
-    """Drop (or replace) the process-wide registry, e.g. after installing a plugin."""
+def reset_registry(registry: Registry | None = None) -> Registry | None:
+    """Drop (or replace) the process-wide registry, e.g. after installing a plugin; returns the
+    one it replaced (``None`` when none was built yet), to put back later."""
     global _default
     with _default_lock:
-        _default = registry
+        previous, _default = _default, registry
+        return previous
 
 
-def iter_kinds() -> Iterable[str]:
-    return iter(hookspecs.KINDS)
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution``, or ``None`` when it is not installed."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+_packages: dict[str, list[str]] | None = None
+_looked_up: set[str] = set()
+
+
+def distribution_of_module(module_name: str) -> tuple[str | None, str | None]:
+    """The installed distribution (name, version) that provides a module, or ``(None, None)``."""
+    global _packages
+    top = module_name.split(".")[0]
+    # the scan is slow (~1 s): once, and again for a name it did not know (installed since)
+    if _packages is None or (top not in _packages and top not in _looked_up):
+        _packages = metadata.packages_distributions()
+        _looked_up.add(top)
+    names = _packages.get(top) or []
+    if not names:
+        return None, None
+    return names[0], installed_version(names[0])
+
