@@ -49,10 +49,15 @@ _LAZY = {
     "QueryBlock": "simplug.components.ranking",
 }
 
+# subpackages reachable as attributes without an explicit import, e.g. simplug.serving.SimilarityModel
+_SUBPACKAGES = ("serving", "testing")
+
 __all__ = ["hookimpl", "hookspec", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return import_module(f"simplug.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'simplug' has no attribute {name!r}")

@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping
 
 from simplug.errors import ConfigError, SimplugError
 from simplug.registry import singular_kind
+from simplug.registry.registry import get_registry
 
 
 def check_arguments(target: Callable[..., Any], args: Mapping[str, Any], what: str, skip: tuple[str, ...] = ()) -> None:
@@ -53,8 +54,6 @@ def build_component(kind: str, spec: Any, base: type, registry: Any = None, **ex
     if isinstance(spec, base):
         return spec
     if registry is None:
-        from simplug.registry import get_registry
-
         registry = get_registry()
     name, args = split_spec(spec, kind)
     cls = registry.resolve(kind, name)

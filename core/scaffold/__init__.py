@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from string import Template
 
+import simplug
 from simplug.errors import ConfigError
 from simplug.registry import normalize_kind, singular_kind
 from simplug.scaffold.templates import COMPONENTS
@@ -82,8 +83,6 @@ def plugin_names(name: str, kind: str) -> dict[str, str]:
 
 def create_plugin(name: str, kind: str, directory: str = ".") -> NewPlugin:
     """Write the package for ``name`` into ``directory/name``; never overwrites anything."""
-    import simplug
-
     names = plugin_names(name, kind)
     parent = os.path.abspath(directory)
     target = os.path.join(parent, name)

@@ -49,7 +49,12 @@ def registry_context(builtins: bool = True) -> Iterator["Registry"]:
 
     ``builtins=True`` loads simplug's own components (losses need the built-in distances).
     """
-    from simplug.registry import BUILTIN_DISTRIBUTION, Registry, normalize_distribution, reset_registry
+    from simplug.registry import (
+        BUILTIN_DISTRIBUTION,
+        Registry,
+        normalize_distribution,
+        reset_registry,
+    )
 
     registry = Registry(autoload=False, strict=True)
     if builtins:

@@ -4,10 +4,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-
-from simplug.errors import ConfigError
 from simplug.components.metric import Metric
-
+from simplug.errors import ConfigError
+from simplug.registry.building import build_component
 
 
 class AttachedMetric:
@@ -30,8 +29,6 @@ class AttachedMetric:
         on_step: bool | None = None,
         on_epoch: bool = True,
     ):
-        from simplug.registry.building import build_component
-
         if not isinstance(name, str) or not name:
             raise ConfigError(f"an AttachedMetric needs a non-empty name, got {name!r}")
         stages = (stages,) if isinstance(stages, str) else tuple(stages)
@@ -86,8 +83,6 @@ def attach_metrics(metrics: Any) -> list[AttachedMetric]:
 def attached_metric_from_config(spec: Any) -> Metric | AttachedMetric:
     """A metric config, optionally with logging options under ``log``, e.g.
     ``{"name": "recall", "k": 5, "log": {"name": "r5", "stages": ["train", "validation"]}}``."""
-    from simplug.registry.building import build_component
-
     if isinstance(spec, Mapping) and "log" in spec:
         options = spec["log"]
         if not isinstance(options, Mapping):

@@ -6,8 +6,14 @@ import tempfile
 from typing import Any, Callable
 
 import torch
-
-from simplug.testing.checks.common import fail, shape_of, step, generator
+from simplug.components.cache_backend import CacheBackend
+from simplug.testing.checks.common import fail, generator, shape_of, step
+from simplug.training.cache.files import (
+    expected_meta,
+    file_sha256,
+    verify_cache_file,
+    write_meta,
+)
 
 
 def check_cache_backend(backend_class: Callable[..., Any], name: str | None = None) -> None:
@@ -25,9 +31,6 @@ def check_cache_backend(backend_class: Callable[..., Any], name: str | None = No
     instance reads back; a file-backed backend persists in place and ``close()`` keeps the
     cache file it was given.
     """
-
-    from simplug.components.cache_backend import CacheBackend
-    from simplug.training.cache.files import expected_meta, file_sha256, verify_cache_file, write_meta
 
     label = f"cache backend {name or getattr(backend_class, '__name__', type(backend_class).__name__)!r}"
     num_rows, size = 6, 5

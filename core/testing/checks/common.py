@@ -7,9 +7,9 @@ import os
 from typing import Any, Iterator
 
 import torch
-
-from simplug.testing import ConformanceError
 from safetensors.torch import load_file, save_file
+from simplug.testing import ConformanceError
+
 
 def fail(message: str) -> None:
     raise ConformanceError(message)

@@ -4,14 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-from simplug.testing.checks.common import fail, label_of, shape_of, step, generator
+from simplug.components.distance import Distance
+from simplug.testing.checks.common import fail, generator, label_of, shape_of, step
 
 
 def check_distance(distance: Any, name: str | None = None, dim: int = 6) -> None:
     """The matrix and row forms agree, similarity falls as distance grows, finite gradients."""
-
-    from simplug.components.distance import Distance
 
     label = label_of("distance", distance, name)
     if not isinstance(distance, Distance):

@@ -6,8 +6,14 @@ import tempfile
 from typing import Any, Sequence
 
 import torch
-
-from simplug.testing.checks.common import fail, label_of, shape_of, step, check_gradients
+from simplug.components.encoder import Encoder
+from simplug.testing.checks.common import (
+    check_gradients,
+    fail,
+    label_of,
+    shape_of,
+    step,
+)
 
 
 def check_encoder(encoder: Any, inputs: Sequence[Any], name: str | None = None) -> None:
@@ -15,8 +21,6 @@ def check_encoder(encoder: Any, inputs: Sequence[Any], name: str | None = None) 
 
     ``inputs`` are a few raw objects of the kind the encoder reads (texts, tensors, ...).
     """
-
-    from simplug.components.encoder import Encoder
 
     label = label_of("encoder", encoder, name)
     if not isinstance(encoder, Encoder):

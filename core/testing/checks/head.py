@@ -5,14 +5,22 @@ import tempfile
 from typing import Any
 
 import torch
-
-from simplug.testing.checks.common import fail, label_of, shape_of, step, generator, rebuild, check_same_parameters, save_and_load_state, check_gradients
+from simplug.components.head import EncoderHead
+from simplug.testing.checks.common import (
+    check_gradients,
+    check_same_parameters,
+    fail,
+    generator,
+    label_of,
+    rebuild,
+    save_and_load_state,
+    shape_of,
+    step,
+)
 
 
 def check_head(head: Any, name: str | None = None, batch_size: int = 8) -> None:
     """Output shape, ``get_config_dict`` round trip, save/load bit-identical, gradients flow."""
-
-    from simplug.components.head import EncoderHead
 
     label = label_of("head", head, name)
     if not isinstance(head, EncoderHead):

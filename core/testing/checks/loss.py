@@ -4,14 +4,22 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-from simplug.testing.checks.common import fail, label_of, shape_of, step, generator, rebuild, check_same_parameters, pair_targets, group_targets
+from simplug.components.loss import SimilarityLoss
+from simplug.testing.checks.common import (
+    check_same_parameters,
+    fail,
+    generator,
+    group_targets,
+    label_of,
+    pair_targets,
+    rebuild,
+    shape_of,
+    step,
+)
 
 
 def check_loss(loss: Any, name: str | None = None, embedding_size: int = 8, batch_size: int = 12) -> None:
     """Finite scalar, gradients flow, the pair/group contract, ``get_config_dict`` round trip."""
-
-    from simplug.components.loss import SimilarityLoss
 
     label = label_of("loss", loss, name)
     if not isinstance(loss, SimilarityLoss):

@@ -4,14 +4,23 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-from simplug.testing.checks.common import fail, label_of, shape_of, step, generator, rebuild, pair_targets, group_targets
+from simplug.components.metric import Metric, PairScoreMetric
+from simplug.components.ranking import QueryBlock, Relevance
+from simplug.evaluation.evaluator import Evaluator
+from simplug.testing.checks.common import (
+    fail,
+    generator,
+    group_targets,
+    label_of,
+    pair_targets,
+    rebuild,
+    shape_of,
+    step,
+)
 
 
 def check_metric(metric: Any, name: str | None = None, embedding_size: int = 8) -> None:
     """A finite scalar for the targets it takes, independent of batch order; config round trip."""
-
-    from simplug.components.metric import Metric, PairScoreMetric
 
     label = label_of("metric", metric, name)
     if not isinstance(metric, Metric):
@@ -59,9 +68,6 @@ def _check_blockwise(label: str, metric: Any, embeddings: "torch.Tensor", target
     """A data set is evaluated a few queries at a time (``simplug.evaluation.evaluator.Evaluator``):
     ``per_query(block)`` must give one value per query of the block, each depending on its
     own query only, so the mean over blocks is what ``compute`` gives for the whole batch."""
-
-    from simplug.evaluation.evaluator import Evaluator
-    from simplug.components.ranking import QueryBlock, Relevance
 
     relevance = Relevance(targets, embeddings.shape[0])
     queries = relevance.queries[:3]
