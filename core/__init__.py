@@ -43,7 +43,7 @@ _LAZY = {
     "Evaluator": "simplug.evaluation.evaluator",
     "PairSampler": "simplug.evaluation.evaluator",
     "GroupSampler": "simplug.evaluation.evaluator",
-    "AttachedMetric": "simplug.training.attached_metrics",
+    "AttachedMetric": "simplug.components.metric",
     "SimilarityModel": "simplug.model.similarity_model",
     "PairScoreMetric": "simplug.components.metric",
     "QueryBlock": "simplug.components.ranking",
@@ -77,7 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from simplug.components.distance import Distance
     from simplug.components.encoder import Encoder
     from simplug.evaluation.evaluator import Evaluator, GroupSampler, PairSampler
-    from simplug.training.attached_metrics import AttachedMetric
+    from simplug.components.metric import AttachedMetric
     from simplug.components.metric import GroupMetric, Metric, PairMetric
     from simplug.components.head import EncoderHead
     from simplug.components.loss import GroupLoss, PairwiseLoss, SimilarityLoss

@@ -28,6 +28,8 @@ from typing import Any, Hashable, Sequence
 import torch
 
 from simplug.components.distance import resolve_distance
+from simplug.model.similarity_model import SimilarityModel
+from simplug.registry import get_registry
 from simplug.errors import DataError
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
@@ -194,12 +196,10 @@ def evaluate_heldout(
 
 def encoder_only(model: Any) -> Any:
     """The model's encoders with no head (their concatenated output), as a SimilarityModel."""
-    from simplug.plugins.heads.empty import EmptyHead
-    from simplug.model.similarity_model import SimilarityModel
-
     similarity_model = getattr(model, "model", model)
     size = sum(e.embedding_size for e in similarity_model.encoders.values())
-    return SimilarityModel(dict(similarity_model.encoders.items()), EmptyHead(size))
+    empty_head = get_registry().resolve("heads", "empty")(size)
+    return SimilarityModel(dict(similarity_model.encoders.items()), empty_head)
 
 
 def nearest_example(

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from simplug.errors import ConfigError, DataError
-from simplug.training.attached_metrics import AttachedMetric
+from simplug.components.metric import AttachedMetric
 from simplug.components.metric import Metric, PairScoreMetric
 from simplug.components.ranking import QueryBlock, Relevance
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample

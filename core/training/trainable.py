@@ -11,12 +11,13 @@ import torch
 
 from simplug.training.cache.mixin import CachingMixin
 from simplug.training.cache.fast_path import is_cached_batch
+from simplug.registry import get_registry
 from simplug.registry.building import build_component, check_arguments, split_spec
 from simplug.components.encoder import Encoder
 from simplug.errors import ConfigError, DataError
 from simplug.components.head import EncoderHead
 from simplug.components.loss import SimilarityLoss
-from simplug.training.attached_metrics import AttachedMetric, attach_metrics, attached_metric_from_config
+from simplug.components.metric import AttachedMetric, attach_metrics, attached_metric_from_config
 from simplug.components.metric import Metric
 from simplug.model.similarity_model import DEFAULT_ENCODER_KEY, SimilarityModel
 from simplug.training.xbm import CrossBatchMemory, XbmConfig
@@ -87,9 +88,7 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         """One head shared by every object, or ``{"query": head, "document": head}`` for
         pair data whose sides differ (``obj_a`` gets the query head, ``obj_b`` the document
         head); ``EmptyHead`` on the document side makes a head on the query side only."""
-        from simplug.plugins.heads.empty import EmptyHead
-
-        return EmptyHead(input_embedding_size)
+        return get_registry().resolve("heads", "empty")(input_embedding_size)
 
     def configure_loss(self) -> SimilarityLoss:
         raise NotImplementedError("override configure_loss() to return a PairwiseLoss or GroupLoss")

@@ -6,7 +6,7 @@ A layer is one of:
   (arguments flat or under ``"args"``). A width argument the layer needs
   (``in_features``, ``num_features``, ``normalized_shape``) is filled in from the width of
   the previous layer when it is left out;
-- an activation from the allow-list in ``_activations`` by its lower-case name: ``"gelu"``;
+- an activation from the allow-list in ``activations`` by its lower-case name: ``"gelu"``;
 - a registered head: ``{"head": "skip_connection", "n_layers": 2}`` (its
   ``input_embedding_size`` is filled in);
 - in Python, a module instance (a ``torch.nn`` layer or an ``EncoderHead``).
@@ -27,7 +27,7 @@ from simplug.components.head import EncoderHead
 from simplug.errors import ConfigError
 from simplug.model.components import describe_component, resolve_component
 from simplug.model.torch_spec import module_from_spec, module_to_spec
-from simplug.plugins.heads._activations import ACTIVATIONS
+from simplug.plugins.heads.activations import ACTIVATIONS
 from simplug.registry import Registry, get_registry
 from simplug.registry.building import build_component
 from torch import nn
