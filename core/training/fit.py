@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import logging
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import pytorch_lightning as pl
-from pytorch_lightning.profilers import PassThroughProfiler
 
 from simplug.data.loaders import SimilarityDataLoader
 from simplug.errors import DataError
 from simplug.training.trainable import TrainableModel
+from simplug.training.lightning_speed import NoProfiler
 
 # Lightning messages that say nothing actionable for similarity training on a CPU
 _QUIET_WARNINGS = (
@@ -42,18 +42,6 @@ def quiet_lightning() -> Iterator[None]:
         finally:
             for lg, level in zip(loggers, levels):
                 lg.setLevel(level)
-
-
-class NoProfiler(PassThroughProfiler):
-    """Lightning's do-nothing profiler, minus its cost: Lightning enters ``profiler.profile(name)``
-    around every hook, dozens of times a step, and the stock one builds a generator-based context
-    manager each time (~1 us apiece: tens of microseconds a step, as much as a cached step's
-    optimizer update). This one hands back one shared no-op context."""
-
-    _nothing = nullcontext()
-
-    def profile(self, action_name: str) -> Any:  # type: ignore[override]
-        return self._nothing
 
 
 def trainer_defaults(

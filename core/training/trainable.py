@@ -20,13 +20,13 @@ from simplug.components.loss import SimilarityLoss
 from simplug.components.metric import AttachedMetric, attach_metrics, attached_metric_from_config
 from simplug.components.metric import Metric
 from simplug.model.similarity_model import DEFAULT_ENCODER_KEY, SimilarityModel
+from simplug.training.lightning_speed import FastStepHooks, store_signature
 from simplug.training.xbm import CrossBatchMemory, XbmConfig
 
 STAGES = ("train", "validation", "test")
-_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
-class TrainableModel(CachingMixin, pl.LightningModule):
+class TrainableModel(CachingMixin, FastStepHooks, pl.LightningModule):
     """Describe what to train by overriding the ``configure_*`` hooks, as in Quaterion::
 
         class Model(TrainableModel):
@@ -67,18 +67,6 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         self._loss = loss
         self._xbm = self._cross_batch_memory(self.configure_xbm())
         self._metrics = attach_metrics(self.configure_metrics())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets plain attributes (e.g. _current_fx_name) around every hook call, dozens
-        # of times per step; nn.Module's __setattr__ runs its Parameter/Module/buffer checks on
-        # each. A cached step of a small head is short enough for that to show, so values that
-        # can be none of those, under names that already hold plain values, are set directly.
-        # (A name already in __dict__ is a plain attribute: nn.Module keeps parameters, buffers
-        # and submodules out of it.)
-        if type(value) in _PLAIN_TYPES and name in self.__dict__:
-            self.__dict__[name] = value
-            return
-        super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ hooks to override
     def configure_encoders(self) -> Encoder | dict[str, Encoder]:
@@ -245,14 +233,6 @@ class TrainableModel(CachingMixin, pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, batch_idx, "train")
 
-    def configure_gradient_clipping(
-        self, optimizer: Any, gradient_clip_val: int | float | None = None, gradient_clip_algorithm: str | None = None
-    ) -> None:
-        # Lightning calls this hook after every backward; without a clip value it only checks
-        # its arguments, at a cost that shows on a cached step
-        if not gradient_clip_val and not getattr(self._trainer, "gradient_clip_val", None):
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, batch_idx, "validation")
@@ -322,9 +302,7 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         return ConfigTrainableModel(config)
 
 
-# Lightning reads training_step's signature on every step (does it take batch_idx?); a stored
-# signature spares inspect from rebuilding it from the code object each time
-TrainableModel.training_step.__signature__ = inspect.signature(TrainableModel.training_step)  # type: ignore[attr-defined]
+store_signature(TrainableModel.training_step)
 
 _CONFIG_KEYS = ("encoder", "encoders", "head", "heads", "loss", "optimizer", "metrics", "xbm", "cache")
 _OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
