@@ -167,3 +167,16 @@ def test_every_kind_in_the_table_has_a_hook_a_base_and_a_check():
         if kind.name != "indexes" or importlib.util.find_spec("simplug.components.index"):
             assert inspect.isclass(import_target(kind.base))
             assert callable(import_target(kind.check))
+
+
+def test_the_docs_and_the_cli_name_every_kind_of_the_table():
+    from pathlib import Path
+
+    from simplug.registry import kinds
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    for kind in kinds.KINDS:
+        assert f"`{kind.hook}(register)` | {kind.name.replace('_', ' ')} |" in docs, kind.name
+    result = run_cli("new-plugin", "--help")
+    for kind in kinds.KINDS:
+        assert kind.name in result.stdout
