@@ -75,12 +75,6 @@ def check_k(metric_name: str, k: int, block: QueryBlock) -> int:
     return k
 
 
-def check_positive_int(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{argument} must be a positive int, got {value!r}")
-    return value
-
-
 class PairMetric(Metric):
     target_kind = "pairs"
 

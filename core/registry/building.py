@@ -10,6 +10,14 @@ from simplug.registry import singular_kind
 from simplug.registry.registry import get_registry
 
 
+def positive_int(value: Any, argument: str) -> int:
+    """``value`` when it is an int of at least 1 (not a bool), else a ``ConfigError`` naming
+    ``argument`` and what it got: the one check of every count, size and k in simplug."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{argument} must be a positive int, got {value!r}")
+    return value
+
+
 def check_arguments(target: Callable[..., Any], args: Mapping[str, Any], what: str, skip: tuple[str, ...] = ()) -> None:
     """Raise ``ConfigError`` naming unknown or missing constructor arguments of ``target``."""
     signature = inspect.signature(target)

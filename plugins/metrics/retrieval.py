@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from simplug.components.metric import Metric, check_k, check_positive_int
+from simplug.components.metric import Metric, check_k
+from simplug.registry.building import positive_int
 from simplug.components.ranking import QueryBlock
 
 
@@ -20,7 +21,7 @@ class _AtK(Metric):
 
     def __init__(self, k: int = 1, distance_metric_name: str = "cosine"):
         super().__init__(distance_metric_name=distance_metric_name)
-        self.k = check_positive_int(k, "k")
+        self.k = positive_int(k, "k")
 
     @property
     def name(self) -> str:
