@@ -1,0 +1,50 @@
+"""Every import of simplug made by the compatibility distribution, in one place.
+
+The rest of ``quaterion`` and ``quaterion_models`` imports simplug's names from here only, so a
+move of simplug's modules is fixed in this file alone.
+"""
+from simplug import hookimpl  # noqa: F401  (light: no torch)
+
+
+def __getattr__(name):  # lazy, so that ``import quaterion`` stays light
+    value = _load(name)
+    globals()[name] = value
+    return value
+
+
+def _load(name):
+    import simplug
+
+    if name in ("Encoder", "EncoderHead", "SimilarityLoss", "PairwiseLoss", "GroupLoss", "Distance",
+                "CacheConfig", "CacheType", "XbmConfig", "SimilarityPairSample", "Metric",
+                "SimilarityGroupSample"):
+        return getattr(simplug, name)
+    if name == "SimilarityModel":
+        from simplug.serving import SimilarityModel
+
+        return SimilarityModel
+    if name == "errors":
+        import simplug.errors
+
+        return simplug.errors
+    if name in ("module_to_spec", "module_from_spec"):
+        import simplug.torch_spec
+
+        return getattr(simplug.torch_spec, name)
+    if name == "reset_registry":
+        from simplug.registry import reset_registry
+
+        return reset_registry
+    plugin_classes = {
+        "ArcFaceLoss": "simplug.plugins.losses.arcface",
+        "CosFaceLoss": "simplug.plugins.losses.cosface",
+        "SoftmaxLoss": "simplug.plugins.losses.softmax",
+        "CircleLoss": "simplug.plugins.losses.circle",
+        "FastAPLoss": "simplug.plugins.losses.fast_ap",
+        "CenterLoss": "simplug.plugins.losses.center",
+    }
+    if name in plugin_classes:
+        from importlib import import_module
+
+        return getattr(import_module(plugin_classes[name]), name)
+    raise AttributeError(f"quaterion._simplug has no {name!r}")
