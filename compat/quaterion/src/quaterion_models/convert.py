@@ -61,6 +61,18 @@ def _import(record: Dict[str, str]) -> type:
     return target
 
 
+def _save_into_existing_dir(encoder: Any) -> None:
+    """The original created each encoder's directory before calling its ``save``; user encoders
+    rely on that, simplug's model does not do it."""
+    save = encoder.save
+
+    def save_in_created_dir(output_path: str) -> None:
+        os.makedirs(output_path, exist_ok=True)
+        save(output_path)
+
+    encoder.save = save_in_created_dir
+
+
 def describe_quaterion_model(old_dir: str) -> Dict[str, Any]:
     """What converting ``old_dir`` would import: ``{"encoders": {key: "module.Class"}, "head": ...}``."""
     config = _read_json(os.path.join(old_dir, "config.json"))
@@ -131,6 +143,7 @@ def convert_quaterion_model(old_dir: str, new_dir: str, trust_code: bool = False
                 "not an Encoder of quaterion_models; install simplug-quaterion-compat before importing it"
             )
         encoder.disable_gradients_if_required()
+        _save_into_existing_dir(encoder)
         encoders[record["key"]] = encoder
     model = _simplug.SimilarityModel(encoders, head)
     return model.save(new_dir, training={"converted_from": "quaterion-models", "source": os.path.abspath(old_dir)})
