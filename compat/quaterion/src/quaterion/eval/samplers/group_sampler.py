@@ -38,7 +38,9 @@ class GroupSampler(BaseSampler):
         chosen = torch.LongTensor(random.sample(range(total), k=size))
         labels = labels[chosen]
         distance_matrix = metric.distance.distance_matrix(embeddings[chosen.to(embeddings.device)], embeddings)
-        # as the original does: entry (i, i) of the sampled rows is set above the maximum
+        # each sampled object's distance to itself is set above the maximum. (The original masked
+        # entry (i, i) of the i-th *sampled* row instead, so after random.sample's shuffle a query
+        # could find itself and count a miss; PairSampler masked correctly. Fixed here.)
         rows = torch.arange(distance_matrix.shape[0], device=distance_matrix.device)
-        distance_matrix[rows, rows] = distance_matrix.max() + 1
+        distance_matrix[rows, chosen.to(distance_matrix.device)] = distance_matrix.max() + 1
         return labels.float(), distance_matrix
