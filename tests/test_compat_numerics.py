@@ -258,3 +258,19 @@ def test_iter_by_batch(compat_site, size):
 
     for data in (items, Indexed(), Streamed(), iter(items)):
         assert list(iter_by_batch(data, 2, log_progress=False)) == expected
+
+
+def test_pytorch_metric_learning_wrapper(compat_site, batch):
+    pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
+    from pytorch_metric_learning import miners
+
+    from quaterion.loss import GroupLoss
+    from quaterion.loss.extras import PytorchMetricLearningWrapper
+
+    x, g = batch
+    x = x.float()
+    loss, miner = pml_losses.TripletMarginLoss(margin=0.2), miners.MultiSimilarityMiner()
+    wrapped = PytorchMetricLearningWrapper(loss, miner)
+    assert isinstance(wrapped, GroupLoss)
+    assert torch.allclose(wrapped(x, g), loss(x, g, miner(x, g)))
+    assert torch.allclose(PytorchMetricLearningWrapper(loss)(embeddings=x, groups=g), loss(x, g))

@@ -319,3 +319,18 @@ def test_trainer_defaults_match_the_original():
     assert defaults["callbacks"][1].monitor == "validation_loss"
     assert defaults["max_epochs"] == -1 and defaults["log_every_n_steps"] == 4
     assert defaults["enable_checkpointing"] is False  # frozen and cached: nothing to checkpoint
+
+
+def test_checkpoint_and_resume_with_a_saved_cache(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    data = make_groups(per_group=4)
+    for run, (epochs, ckpt) in enumerate([(1, None), (2, str(tmp_path / "ckpt" / "test.ckpt"))]):
+        model = GroupModel(cache_type=CacheType.AUTO, save_dir=str(tmp_path / "cache"))
+        fit_trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, accelerator="cpu",
+                                 enable_model_summary=False,
+                                 callbacks=[ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), filename="test")])
+        val = GroupSimilarityDataLoader(ListDataset(data), batch_size=8) if run == 0 else None
+        Quaterion.fit(model, fit_trainer, GroupSimilarityDataLoader(ListDataset(data), batch_size=8), val, ckpt_path=ckpt)
+        assert fit_trainer.current_epoch == epochs
+    assert (tmp_path / "ckpt" / "test.ckpt").exists()
