@@ -334,3 +334,19 @@ def test_checkpoint_and_resume_with_a_saved_cache(tmp_path):
         Quaterion.fit(model, fit_trainer, GroupSimilarityDataLoader(ListDataset(data), batch_size=8), val, ckpt_path=ckpt)
         assert fit_trainer.current_epoch == epochs
     assert (tmp_path / "ckpt" / "test.ckpt").exists()
+
+
+def test_xbm_buffer_is_a_ring():
+    from quaterion.train.xbm.xbm_buffer import XbmBuffer
+    from quaterion.train.xbm import XbmDevice
+
+    buffer = XbmBuffer(XbmConfig(buffer_size=5, device=XbmDevice.CPU), embedding_size=2)
+    reference = []
+    for step in range(4):
+        rows = torch.arange(3 * step, 3 * step + 3, dtype=torch.float32)
+        buffer.queue(torch.stack([rows, rows], dim=1), rows.long())
+        reference = (reference + rows.long().tolist())[-5:]
+        embeddings, groups = buffer.get()
+        assert sorted(groups.tolist()) == sorted(reference)
+        assert torch.equal(embeddings[:, 0].long(), groups)
+    assert buffer.is_full

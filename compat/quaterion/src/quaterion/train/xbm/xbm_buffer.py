@@ -33,10 +33,10 @@ class XbmBuffer:
         targets = targets.to(self._targets.device)
         if len(targets) > self._size:
             embeddings, targets = embeddings[-self._size:], targets[-self._size:]
-        for row in range(len(targets)):  # simple and exact wrap-around
-            self._embeddings[self._pointer] = embeddings[row]
-            self._targets[self._pointer] = targets[row]
-            self._pointer += 1
-            if self._pointer == self._size:
-                self._pointer = 0
-                self._is_full = True
+        n = len(targets)
+        slots = (self._pointer + torch.arange(n, device=self._targets.device)) % self._size
+        self._embeddings[slots] = embeddings.to(self._embeddings.dtype)
+        self._targets[slots] = targets
+        if self._pointer + n >= self._size:
+            self._is_full = True
+        self._pointer = (self._pointer + n) % self._size
