@@ -38,7 +38,10 @@ class InMemoryCacheEncoder(CacheEncoder):
                 f"cache miss for key {exc.args[0]!r}: the cache was filled from other data (a key "
                 "extractor that gives other keys now, or a loader changed after the fill)"
             ) from None
-        return self._stacked[torch.tensor(rows, dtype=torch.long, device=self._stacked.device)]
+        found = self._stacked[torch.tensor(rows, dtype=torch.long, device=self._stacked.device)]
+        # a GPU cache serving a model that runs on the CPU (or the reverse) hands rows over
+        model_device = next(self._encoder.parameters(), found).device
+        return found.to(model_device)
 
     def is_filled(self) -> bool:
         return len(self._cache) > 0
