@@ -350,3 +350,31 @@ def test_xbm_buffer_is_a_ring():
         assert sorted(groups.tolist()) == sorted(reference)
         assert torch.equal(embeddings[:, 0].long(), groups)
     assert buffer.is_full
+
+
+class DropoutEncoder(PointEncoder):
+    def __init__(self):
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, batch):
+        return self.drop(self.proj(batch))
+
+
+def test_cache_fill_encodes_in_eval_mode_without_gradients():
+    class Model(GroupModel):
+        def configure_encoders(self):
+            return DropoutEncoder()
+
+    data = make_groups(per_group=3)
+    model = Model(cache_type=CacheType.CPU)
+    loader = GroupSimilarityDataLoader(ListDataset(data), batch_size=4)
+    model.setup_cache(trainer=None, train_dataloader=loader, val_dataloader=None)
+    cache = model.model.encoders["default"]
+    encoder = cache.wrapped_encoder
+    assert encoder.training  # the mode is restored after the fill
+    rows = cache(list(range(0, 2 * len(data), 2)))
+    assert not rows.requires_grad
+    encoder.eval()
+    with torch.no_grad():
+        assert torch.allclose(rows, encoder(stack_points([s.obj for s in data])))

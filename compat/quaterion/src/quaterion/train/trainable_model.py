@@ -182,33 +182,47 @@ class TrainableModel(pl.LightningModule):
             if path and os.path.exists(path):
                 cache.load_cache(path)
         extractors = {key: self._key_extractor(key) for key in caches}
-        for loader in loaders:
-            pre_collate = getattr(loader, "_quaterion_pre_collate", None) or loader.collate_fn
-            workers = self.cache_config.num_workers
-            fill_loader = DataLoader(
-                loader.dataset, batch_size=self.cache_config.batch_size or 32, shuffle=False,
-                collate_fn=pre_collate, num_workers=loader.num_workers if workers is None else workers,
-            )
-            for ids, objects, _ in fill_loader:
-                for key, cache in caches.items():
-                    extractor = extractors[key]
-                    keys = [extractor(o) for o in objects] if extractor else list(ids)
-                    todo: Dict[Any, Any] = {}
-                    for k, obj in zip(keys, objects):
-                        if k not in cache._cache and k not in todo:
-                            todo[k] = obj
-                    if not todo:
-                        continue
-                    encoder = cache.wrapped_encoder
-                    device = next(encoder.parameters(), torch.empty(0)).device
-                    data = encoder.get_collate_fn()(list(todo.values()))
-                    with torch.inference_mode():
-                        cache.fill_cache(list(todo), _to(data, device))
+        # the fill encodes like inference: eval mode (no dropout), no gradients, and on the GPU
+        # for a GPU cache (the original filled through a prediction pass on the accelerator)
+        modes = {key: cache.wrapped_encoder.training for key, cache in caches.items()}
+        for key, cache in caches.items():
+            cache.wrapped_encoder.eval()
+            if cache.device == "cuda":
+                cache.wrapped_encoder.to("cuda")
+        try:
+            for loader in loaders:
+                self._fill_from(loader, caches, extractors)
+        finally:
+            for key, cache in caches.items():
+                cache.wrapped_encoder.train(modes[key])
         for key, cache in caches.items():
             cache.finish_fill()
             path = self._cache_file(key)
             if path:
                 cache.save_cache(path)
+
+    def _fill_from(self, loader: DataLoader, caches: Dict[str, InMemoryCacheEncoder], extractors: Dict[str, Any]) -> None:
+        pre_collate = getattr(loader, "_quaterion_pre_collate", None) or loader.collate_fn
+        workers = self.cache_config.num_workers
+        fill_loader = DataLoader(
+            loader.dataset, batch_size=self.cache_config.batch_size or 32, shuffle=False,
+            collate_fn=pre_collate, num_workers=loader.num_workers if workers is None else workers,
+        )
+        for ids, objects, _ in fill_loader:
+            for key, cache in caches.items():
+                extractor = extractors[key]
+                keys = [extractor(o) for o in objects] if extractor else list(ids)
+                todo: Dict[Any, Any] = {}
+                for k, obj in zip(keys, objects):
+                    if k not in cache._cache and k not in todo:
+                        todo[k] = obj
+                if not todo:
+                    continue
+                encoder = cache.wrapped_encoder
+                device = next(encoder.parameters(), torch.empty(0)).device
+                data = encoder.get_collate_fn()(list(todo.values()))
+                with torch.no_grad():
+                    cache.fill_cache(list(todo), _to(data, device))
 
     def unwrap_cache(self) -> None:
         """Put the real encoders back in place of their caches."""
