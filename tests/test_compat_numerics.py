@@ -274,3 +274,71 @@ def test_pytorch_metric_learning_wrapper(compat_site, batch):
     assert isinstance(wrapped, GroupLoss)
     assert torch.allclose(wrapped(x, g), loss(x, g, miner(x, g)))
     assert torch.allclose(PytorchMetricLearningWrapper(loss)(embeddings=x, groups=g), loss(x, g))
+
+
+def _softmax_ce(logits_rows, targets):
+    return sum(-row[t] + math.log(sum(math.exp(v) for v in row)) for row, t in zip(logits_rows, targets)) / len(targets)
+
+
+def _unit(v):
+    return v / v.norm()
+
+
+@pytest.fixture
+def proxy_batch():
+    gen = torch.Generator().manual_seed(5)
+    embeddings = torch.randn(7, 4, generator=gen, dtype=torch.float64)
+    groups = torch.LongTensor([0, 1, 2, 0, 1, 2, 2])
+    return embeddings, groups
+
+
+def test_arcface_cosface_softmax_against_loops(compat_site, proxy_batch):
+    from quaterion.loss import ArcFaceLoss, CosFaceLoss, SoftmaxLoss
+
+    x, g = proxy_batch
+    for cls in (ArcFaceLoss, CosFaceLoss, SoftmaxLoss):
+        loss = cls(4, 3).double()
+        assert tuple(loss.kernel.shape) == (4, 3)  # the original's parameter layout
+        with torch.no_grad():
+            loss.kernel.copy_(torch.randn(4, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64))
+        k = loss.kernel.detach()
+        rows = []
+        for i in range(len(x)):
+            row = []
+            for j in range(3):
+                if cls is SoftmaxLoss:
+                    row.append(float(x[i] @ k[:, j]) / 0.05)
+                    continue
+                c = max(-1.0, min(1.0, float(_unit(x[i]) @ _unit(k[:, j]))))
+                target = j == int(g[i])
+                if cls is ArcFaceLoss:
+                    row.append(64.0 * math.cos(math.acos(c) + (0.5 if target else 0.0)))
+                else:
+                    row.append(64.0 * (c - (0.35 if target else 0.0)))
+            rows.append(row)
+        assert math.isclose(loss(x, g).item(), _softmax_ce(rows, g.tolist()), rel_tol=1e-7), cls.__name__
+    with pytest.raises(ValueError, match="Invalid group ids"):
+        ArcFaceLoss(4, 3)(x.float(), torch.LongTensor([0, 1, 3, 0, 1, 2, 2]))
+
+
+def test_center_and_circle_against_loops(compat_site, proxy_batch):
+    from quaterion.loss import CenterLoss, CircleLoss
+
+    x, g = proxy_batch
+    center = CenterLoss(4, 3, lambda_c=0.5).double()
+    c = center.centers.detach()
+    mse = sum(float(((_unit(x[i]) - c[g[i]]) ** 2).sum()) for i in range(len(x))) / (len(x) * 4)
+    assert math.isclose(center(x, g).item(), 0.5 * mse, rel_tol=1e-9)
+
+    m, gamma = 0.25, 256.0
+    pos, neg = [], []
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            s = (_cos(x[i], x[j]) + 1) / 2  # the original's cosine similarity matrix
+            (pos if g[i] == g[j] else neg).append(s)
+    lse = lambda vals: max(vals) + math.log(sum(math.exp(v - max(vals)) for v in vals))  # noqa: E731
+    exp_p = [-max(0.0, 1 + m + s) * gamma * (s - (1 - m)) for s in pos]
+    exp_n = [max(0.0, s - m) * gamma * (s - m) for s in neg]
+    z = lse(exp_n) + lse(exp_p)
+    expected = z + math.log1p(math.exp(-z)) if z > 30 else math.log1p(math.exp(z))
+    assert math.isclose(float(CircleLoss(margin=m, scale_factor=gamma)(x, g)), expected, rel_tol=1e-7)

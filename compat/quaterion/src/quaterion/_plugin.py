@@ -27,6 +27,12 @@ _LOSSES = {
     "quaterion_multiple_negatives_ranking": (
         "quaterion.loss.multiple_negatives_ranking_loss:MultipleNegativesRankingLoss",
         "pairs: the original's MNRL (logits scale * (cos + 1) / 2)"),
+    "quaterion_arcface": ("quaterion.loss.arcface_loss:ArcFaceLoss", "groups: the original's ArcFace"),
+    "quaterion_cosface": ("quaterion.loss.cos_face_loss:CosFaceLoss",
+                          "groups: CosFace with the original's parameters"),
+    "quaterion_softmax": ("quaterion.loss.softmax_loss:SoftmaxLoss", "groups: the original's softmax loss"),
+    "quaterion_circle": ("quaterion.loss.circle_loss:CircleLoss", "groups: the original's circle loss"),
+    "quaterion_center": ("quaterion.loss.center_loss:CenterLoss", "groups: the original's center loss"),
 }
 _DISTANCES = {
     "quaterion_cosine": ("quaterion.distances.cosine:Cosine", "the original's cosine: matrices in 0..1"),

@@ -36,12 +36,7 @@ def _load(name):
 
         return reset_registry
     plugin_classes = {
-        "ArcFaceLoss": "simplug.plugins.losses.arcface",
-        "CosFaceLoss": "simplug.plugins.losses.cosface",
-        "SoftmaxLoss": "simplug.plugins.losses.softmax",
-        "CircleLoss": "simplug.plugins.losses.circle",
         "FastAPLoss": "simplug.plugins.losses.fast_ap",
-        "CenterLoss": "simplug.plugins.losses.center",
     }
     if name in plugin_classes:
         from importlib import import_module
