@@ -35,6 +35,10 @@ def _load(name):
         from simplug.registry import reset_registry
 
         return reset_registry
+    if name == "NativeSequentialHead":
+        from simplug.plugins.heads.sequential import SequentialHead
+
+        return SequentialHead
     plugin_classes = {
         "FastAPLoss": "simplug.plugins.losses.fast_ap",
     }

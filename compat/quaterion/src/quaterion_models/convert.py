@@ -145,6 +145,13 @@ def convert_quaterion_model(old_dir: str, new_dir: str, trust_code: bool = False
         encoder.disable_gradients_if_required()
         _save_into_existing_dir(encoder)
         encoders[record["key"]] = encoder
+    from quaterion_models.heads import SequentialHead
+
+    if isinstance(head, SequentialHead):
+        # simplug's own sequential head holds the same modules and describes them as JSON
+        total = sum(encoder.embedding_size for encoder in encoders.values())
+        head = _simplug.NativeSequentialHead(input_embedding_size=total, layers=list(head._sequential),
+                                             output_size=head.output_size)
     model = _simplug.SimilarityModel(encoders, head)
     return model.save(new_dir, training={"converted_from": "quaterion-models", "source": os.path.abspath(old_dir)})
 
