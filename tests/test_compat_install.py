@@ -127,3 +127,17 @@ def test_refuses_to_run_beside_the_original(compat_site, tmp_path, original):
     assert "ImportError" in done.stderr
     assert f"{original} 0.1.35" in done.stderr and "simplug-quaterion-compat" in done.stderr
     assert "pip uninstall" in done.stderr
+
+
+def test_the_site_is_active_only_for_compat_modules(compat_site):
+    from compat_site import deactivate_compat, install_compat
+    from simplug.registry import get_registry
+
+    assert "quaterion_triplet" in get_registry().names("losses")
+    deactivate_compat()
+    try:
+        assert not any(str(compat_site) in p or "compat/quaterion/src" in p for p in sys.path)
+        assert "quaterion_triplet" not in get_registry().names("losses")
+    finally:
+        install_compat()
+    assert "quaterion_triplet" in get_registry().names("losses")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from compat_site import install_compat
+from compat_site import compat_site, deactivate_compat, install_compat  # noqa: F401
 
 install_compat()
 
@@ -33,6 +33,14 @@ from quaterion.loss import MultipleNegativesRankingLoss, TripletLoss  # noqa: E4
 from quaterion.train.cache import CacheConfig, CacheType  # noqa: E402
 from quaterion_models.encoders import Encoder  # noqa: E402
 from quaterion_models.heads import SkipConnectionHead  # noqa: E402
+
+deactivate_compat()  # imported; the site is active only while this module's tests run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _active_compat(compat_site):
+    yield
+
 
 ORIGINAL = {
     "pairs": {

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from compat_site import install_compat
+from compat_site import compat_site, deactivate_compat, install_compat  # noqa: F401
 
 install_compat()  # the classes below subclass the compat distribution's
 
@@ -34,6 +34,14 @@ from quaterion_models import SimilarityModel  # noqa: E402
 from quaterion_models.encoders import Encoder  # noqa: E402
 from quaterion_models.heads import GatedHead, SkipConnectionHead  # noqa: E402
 from quaterion_models.types import CollateFnType  # noqa: E402
+
+deactivate_compat()  # imported; the site is active only while this module's tests run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _active_compat(compat_site):
+    yield
+
 
 DIM = 8
 
