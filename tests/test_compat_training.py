@@ -344,18 +344,34 @@ def test_checkpoint_and_resume_with_a_saved_cache(tmp_path):
     assert (tmp_path / "ckpt" / "test.ckpt").exists()
 
 
-def test_xbm_buffer_is_a_ring():
-    from quaterion.train.xbm.xbm_buffer import XbmBuffer
+def test_xbm_buffer_wraps_like_the_original():
+    """A batch that does not fit before the end: its last rows fill the tail from the pointer on,
+    its first ``excess`` rows the head (the original's order, which decides what later writes keep)."""
     from quaterion.train.xbm import XbmDevice
+    from quaterion.train.xbm.xbm_buffer import XbmBuffer
 
-    buffer = XbmBuffer(XbmConfig(buffer_size=5, device=XbmDevice.CPU), embedding_size=2)
-    reference = []
-    for step in range(4):
-        rows = torch.arange(3 * step, 3 * step + 3, dtype=torch.float32)
-        buffer.queue(torch.stack([rows, rows], dim=1), rows.long())
-        reference = (reference + rows.long().tolist())[-5:]
+    size = 5
+    buffer = XbmBuffer(XbmConfig(buffer_size=size, device=XbmDevice.CPU), embedding_size=2)
+    slots, pointer, full = [None] * size, 0, False
+    for step in range(5):
+        rows = list(range(3 * step, 3 * step + 3))
+        end = pointer + len(rows)
+        if end > size:
+            excess = end - size
+            for offset, row in enumerate(rows[excess:]):
+                slots[pointer + offset] = row
+            for offset, row in enumerate(rows[:excess]):
+                slots[offset] = row
+            pointer = excess
+        else:
+            for offset, row in enumerate(rows):
+                slots[pointer + offset] = row
+            pointer = end % size
+        full = full or end >= size
+        values = torch.tensor(rows, dtype=torch.float32)
+        buffer.queue(torch.stack([values, values], dim=1), values.long())
         embeddings, groups = buffer.get()
-        assert sorted(groups.tolist()) == sorted(reference)
+        assert groups.tolist() == [s for s in (slots if full else slots[:pointer])]
         assert torch.equal(embeddings[:, 0].long(), groups)
     assert buffer.is_full
 

@@ -34,9 +34,19 @@ class XbmBuffer:
         if len(targets) > self._size:
             embeddings, targets = embeddings[-self._size:], targets[-self._size:]
         n = len(targets)
-        slots = (self._pointer + torch.arange(n, device=self._targets.device)) % self._size
-        self._embeddings[slots] = embeddings.to(self._embeddings.dtype)
-        self._targets[slots] = targets
-        if self._pointer + n >= self._size:
+        end = self._pointer + n
+        if end > self._size:
+            # the original's wrap-around: the batch's last rows fill the tail from the pointer on,
+            # its first ``excess`` rows the head (which rows survive later writes depends on this)
+            excess = end - self._size
+            self._embeddings[self._pointer:] = embeddings[excess:].to(self._embeddings.dtype)
+            self._targets[self._pointer:] = targets[excess:]
+            self._embeddings[:excess] = embeddings[:excess].to(self._embeddings.dtype)
+            self._targets[:excess] = targets[:excess]
+            self._pointer = excess
+        else:
+            self._embeddings[self._pointer:end] = embeddings.to(self._embeddings.dtype)
+            self._targets[self._pointer:end] = targets
+            self._pointer = end % self._size
+        if end >= self._size:
             self._is_full = True
-        self._pointer = (self._pointer + n) % self._size
