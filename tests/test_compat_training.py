@@ -3,6 +3,7 @@ encoder, cache, head, group loss, attached metric, evaluator, servable), pair lo
 with parameters of its own (the startup-search example) and the cache's faithfulness."""
 from __future__ import annotations
 
+import json
 import os
 import warnings
 
@@ -193,6 +194,16 @@ def test_quick_start_flow_groups_cache_metric_evaluator_servable(tmp_path):
     model.save_servable(str(tmp_path / "servable"))
     served = SimilarityModel.load(str(tmp_path / "servable"))
     assert np.allclose(served.encode([s.obj for s in data[:5]]), embeddings[:5].numpy(), atol=1e-5)
+
+    # the same model saved in simplug's format: the drop-in's head recorded as a plugin, served by simplug
+    from simplug.serving import SimilarityModel as NativeModel
+
+    native_path = model.model.to_simplug().save(str(tmp_path / "native"), training={"from": "quaterion"})
+    manifest = json.loads((tmp_path / "native" / "manifest.json").read_text())
+    head = next(c for c in manifest["components"] if c["role"] == "head")
+    assert (head["distribution"], head["name"]) == ("simplug-quaterion-compat", "quaterion_skip_connection")
+    native = NativeModel.load(native_path, trust_local_code=True)
+    assert np.allclose(native.encode([s.obj for s in data[:5]]), embeddings[:5].numpy(), atol=1e-5)
 
 
 def test_cache_fills_once_and_trains_like_no_cache(tmp_path):

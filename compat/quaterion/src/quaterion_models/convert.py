@@ -65,11 +65,14 @@ def _save_into_existing_dir(encoder: Any) -> None:
     """The original created each encoder's directory before calling its ``save``; user encoders
     rely on that, simplug's model does not do it."""
     save = encoder.save
+    if getattr(save, "_creates_dir", False):
+        return
 
     def save_in_created_dir(output_path: str) -> None:
         os.makedirs(output_path, exist_ok=True)
         save(output_path)
 
+    save_in_created_dir._creates_dir = True  # type: ignore[attr-defined]
     encoder.save = save_in_created_dir
 
 
@@ -112,6 +115,30 @@ def _load_head(head_record: Dict[str, str], head_dir: str, trust_code: bool):
     return _import(head_record).load(head_dir)
 
 
+def to_simplug_model(encoders: Dict[str, Any], head: Any):
+    """A ``simplug.serving.SimilarityModel`` of these quaterion_models encoders and head (the same
+    module objects), ready for its ``save``: the drop-in's heads are simplug plugins, a
+    ``SequentialHead`` becomes simplug's JSON-described sequential head; a ``SwitchHead`` is refused."""
+    from quaterion import _simplug
+    from quaterion_models.heads import SequentialHead, SwitchHead
+
+    if isinstance(head, SwitchHead):
+        raise ConversionError(f"cannot convert a model with a SwitchHead: {_NOT_SERVABLE['SwitchHead']}")
+    for key, encoder in encoders.items():
+        if not isinstance(encoder, _simplug.Encoder):
+            raise ConversionError(
+                f"encoder {key!r} is a {type(encoder).__name__}, not an Encoder of quaterion_models; "
+                "install simplug-quaterion-compat before importing its class"
+            )
+        encoder.disable_gradients_if_required()
+        _save_into_existing_dir(encoder)
+    if isinstance(head, SequentialHead):
+        total = sum(encoder.embedding_size for encoder in encoders.values())
+        head = _simplug.NativeSequentialHead(input_embedding_size=total, layers=list(head._sequential),
+                                             output_size=head.output_size)
+    return _simplug.SimilarityModel(dict(encoders), head)
+
+
 def convert_quaterion_model(old_dir: str, new_dir: str, trust_code: bool = False) -> str:
     """Read the original's saved model in ``old_dir`` and write a simplug model to ``new_dir``.
 
@@ -119,8 +146,6 @@ def convert_quaterion_model(old_dir: str, new_dir: str, trust_code: bool = False
     ``config.json`` and running their ``load``; without it a model that needs them is refused with
     the list of classes. Returns ``new_dir``.
     """
-    from quaterion import _simplug
-
     described = describe_quaterion_model(old_dir)
     config = _read_json(os.path.join(old_dir, "config.json"))
     if not trust_code:
@@ -136,23 +161,8 @@ def convert_quaterion_model(old_dir: str, new_dir: str, trust_code: bool = False
     head = _load_head(config["head"], os.path.join(old_dir, "head"), trust_code)
     encoders = {}
     for record in config["encoders"]:
-        encoder = _import(record).load(os.path.join(old_dir, "encoders", record["key"]))
-        if not isinstance(encoder, _simplug.Encoder):
-            raise ConversionError(
-                f"encoder {record['key']!r} ({_class_path(record)}) loaded as {type(encoder).__name__}, "
-                "not an Encoder of quaterion_models; install simplug-quaterion-compat before importing it"
-            )
-        encoder.disable_gradients_if_required()
-        _save_into_existing_dir(encoder)
-        encoders[record["key"]] = encoder
-    from quaterion_models.heads import SequentialHead
-
-    if isinstance(head, SequentialHead):
-        # simplug's own sequential head holds the same modules and describes them as JSON
-        total = sum(encoder.embedding_size for encoder in encoders.values())
-        head = _simplug.NativeSequentialHead(input_embedding_size=total, layers=list(head._sequential),
-                                             output_size=head.output_size)
-    model = _simplug.SimilarityModel(encoders, head)
+        encoders[record["key"]] = _import(record).load(os.path.join(old_dir, "encoders", record["key"]))
+    model = to_simplug_model(encoders, head)
     return model.save(new_dir, training={"converted_from": "quaterion-models", "source": os.path.abspath(old_dir)})
 
 

@@ -110,6 +110,13 @@ class SimilarityModel(nn.Module):
         with open(os.path.join(output_path, CONFIG_FILE), "w") as fh:
             json.dump({"encoders": records, "head": save_class_import(self.head)}, fh, indent=2)
 
+    def to_simplug(self):
+        """This model as a ``simplug.serving.SimilarityModel`` (sharing its modules), whose ``save``
+        writes a directory that ``simplug serve`` loads, recording the drop-in's heads as plugins."""
+        from quaterion_models.convert import to_simplug_model
+
+        return to_simplug_model(self.encoders, self.head)
+
     @classmethod
     def load(cls, input_path: str) -> "SimilarityModel":
         """Rebuild a saved model, importing the encoder and head classes its config names."""
