@@ -334,7 +334,7 @@ def test_fit_refuses_mismatched_loader_and_loss():
 
 def test_trainer_defaults_match_the_original():
     defaults = Quaterion.trainer_defaults(GroupModel(), GroupSimilarityDataLoader(ListDataset(make_groups()), batch_size=8))
-    assert [type(c).__name__ for c in defaults["callbacks"]] == ["TQDMProgressBar", "EarlyStopping", "ModelSummary"]
+    assert [type(c).__name__ for c in defaults["callbacks"]] == ["QuaterionProgressBar", "EarlyStopping", "ModelSummary"]
     assert defaults["callbacks"][1].monitor == "validation_loss"
     assert defaults["max_epochs"] == -1 and defaults["log_every_n_steps"] == 4
     assert defaults["enable_checkpointing"] is False  # frozen and cached: nothing to checkpoint

@@ -55,11 +55,13 @@ class Quaterion:
 
     @staticmethod
     def trainer_defaults(trainable_model: Optional[TrainableModel] = None, train_dataloader=None) -> Dict[str, Any]:
-        from pytorch_lightning.callbacks import EarlyStopping, ModelSummary, TQDMProgressBar
+        from pytorch_lightning.callbacks import EarlyStopping, ModelSummary
+
+        from quaterion.utils.progress_bar import QuaterionProgressBar
 
         defaults: Dict[str, Any] = {
             # the original's order: progress bar, early stopping, model summary
-            "callbacks": [TQDMProgressBar(), EarlyStopping(f"{TrainStage.VALIDATION.value}_loss"),
+            "callbacks": [QuaterionProgressBar(), EarlyStopping(f"{TrainStage.VALIDATION.value}_loss"),
                           ModelSummary(max_depth=3)],
             "accelerator": "auto",
             "devices": 1,

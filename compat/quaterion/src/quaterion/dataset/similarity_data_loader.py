@@ -33,6 +33,20 @@ class SimilarityDataLoader(DataLoader):
         always reads them (the cache still spares the encoders), so this is False."""
         return False
 
+    def set_skip_read(self, skip: bool) -> None:
+        """Accepted for the original's interface; samples are always read."""
+        self._skip_read = bool(skip)
+
+    def set_label_cache_mode(self, mode) -> None:
+        """Accepted for the original's interface (``LabelCacheMode``); it has no effect."""
+        self._label_cache_mode = mode
+
+    def save_label_cache(self, path: str) -> None:
+        """Nothing to save: the drop-in keeps no label cache."""
+
+    def load_label_cache(self, path: str) -> None:
+        """Nothing to load: the drop-in keeps no label cache."""
+
     def set_salt(self, salt: int) -> None:
         """Shift this loader's sample ids, so that two loaders' ids never collide in a cache."""
         self._indexing_dataset_layer.set_salt(salt)
