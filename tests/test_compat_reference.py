@@ -326,7 +326,8 @@ def test_example_flows_reproduce_the_original(kind, tmp_path):
                            if "ProgressBar" not in type(c).__name__ and "Summary" not in type(c).__name__]
     record = Record()
     kwargs["callbacks"].append(record)
-    kwargs.update(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    kwargs.update(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  default_root_dir=str(tmp_path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         Quaterion.fit(trainable_model=model, trainer=pl.Trainer(**kwargs), train_dataloader=train, val_dataloader=val)

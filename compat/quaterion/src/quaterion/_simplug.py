@@ -15,35 +15,23 @@ def __getattr__(name):  # lazy, so that ``import quaterion`` stays light
 def _load(name):
     import simplug
 
-    if name in ("Encoder", "EncoderHead", "SimilarityLoss", "PairwiseLoss", "GroupLoss", "Distance",
-                "CacheConfig", "CacheType", "XbmConfig", "SimilarityPairSample", "Metric",
-                "SimilarityGroupSample"):
+    if name in ("Encoder", "EncoderHead", "SimilarityLoss", "PairwiseLoss", "GroupLoss", "Distance", "Metric",
+                "SimilarityPairSample", "SimilarityGroupSample"):
         return getattr(simplug, name)
     if name == "SimilarityModel":
         from simplug.serving import SimilarityModel
 
         return SimilarityModel
-    if name == "errors":
-        import simplug.errors
-
-        return simplug.errors
-    if name in ("module_to_spec", "module_from_spec"):
+    if name in ("module_to_spec", "module_from_spec"):  # not public in simplug yet: see the report
         import simplug.torch_spec
 
         return getattr(simplug.torch_spec, name)
-    if name == "reset_registry":
-        from simplug.registry import reset_registry
-
-        return reset_registry
     if name == "NativeSequentialHead":
         from simplug.plugins.heads.sequential import SequentialHead
 
         return SequentialHead
-    plugin_classes = {
-        "FastAPLoss": "simplug.plugins.losses.fast_ap",
-    }
-    if name in plugin_classes:
-        from importlib import import_module
+    if name == "FastAPLoss":
+        from simplug.plugins.losses.fast_ap import FastAPLoss
 
-        return getattr(import_module(plugin_classes[name]), name)
+        return FastAPLoss
     raise AttributeError(f"quaterion._simplug has no {name!r}")
