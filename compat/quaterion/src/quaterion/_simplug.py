@@ -23,9 +23,9 @@ def _load(name):
 
         return SimilarityModel
     if name in ("module_to_spec", "module_from_spec"):  # not public in simplug yet: see the report
-        import simplug.torch_spec
+        import simplug.model.torch_spec
 
-        return getattr(simplug.torch_spec, name)
+        return getattr(simplug.model.torch_spec, name)
     if name == "NativeSequentialHead":
         from simplug.plugins.heads.sequential import SequentialHead
 
