@@ -199,9 +199,11 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         # (.item() waits for the device as bool(isfinite) would, and costs 5 us less a step)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            weights = self._weight_scale()
-            if not math.isfinite(weights):
-                self._diverge(f"the weights became {weights} (the loss is {loss_value} at {stage} step {self.global_step})")
+            scale, limit = self._weight_scale(), self._weight_limit()
+            if not math.isfinite(scale) or scale > limit:  # the weights, not the data, broke the loss
+                weights = (f"a trainable weight became {scale}" if not math.isfinite(scale) else
+                           f"the largest trainable weight is {scale:.3g} (the limit is {limit:.3g})")
+                self._diverge(f"the loss became {loss_value} at {stage} step {self.global_step}: {weights}")
             if not torch.isfinite(embeddings).all():
                 raise DataError(
                     f"the model produced NaN or inf embeddings at {stage} step {self.global_step} "
@@ -280,9 +282,11 @@ class TrainableModel(CachingMixin, pl.LightningModule):
             return 0.0
         return float(torch.stack([p.abs().max() if p.numel() else p.new_zeros(()) for p in params]).max())
 
+    def _weight_limit(self) -> float:
+        return max(self.divergence_weight_limit, 1e3 * (self._initial_weight_scale or 0.0))
+
     def _check_weights(self) -> None:
-        scale = self._weight_scale()
-        limit = max(self.divergence_weight_limit, 1e3 * (self._initial_weight_scale or 0.0))
+        scale, limit = self._weight_scale(), self._weight_limit()
         if not math.isfinite(scale):
             self._diverge(f"a trainable weight became {scale} by the end of epoch {self.current_epoch + 1}")
         if scale > limit:
