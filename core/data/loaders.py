@@ -168,7 +168,7 @@ class GroupBalancedBatchSampler:
         m_per_group = positive_int(m_per_group, "m_per_group", minimum=2, error=DataError,
                                    why="a batch needs two items of a group to hold a positive pair")
         batch_size = positive_int(batch_size, "batch_size", minimum=2 * m_per_group, error=DataError,
-                                  why=f"room for two groups of m_per_group={m_per_group}")
+                                  why=f"a batch needs room for two groups of m_per_group={m_per_group}: use batch_size >= {2 * m_per_group}")
         groups_tensor = torch.as_tensor(list(groups), dtype=torch.long)
         self.m_per_group = m_per_group
         self.batch_size = batch_size
