@@ -208,3 +208,16 @@ def test_list_in_strict_mode_fails_naming_the_exit(tmp_path):
     result = run_cli("list", "--json", env_extra=cli_env(site, SIMPLUG_STRICT_PLUGINS="1"))
     assert result.returncode == 1 and result.stdout == ""
     assert "plugin 'main' from exit-plugin 1.0 is broken: import of 'exit_plugin' called sys.exit(0)" in result.stderr
+
+
+def test_training_goes_on_past_a_plugin_that_exits_and_saves_its_model(site, tmp_path, fresh_registry):
+    from simplug.cli.train_job import run_training
+    from test_jobs import make_group_job
+
+    make_dist(site, "exits-on-import", "import sys\nsys.exit(0)\n")
+    job = make_group_job(tmp_path, loss='{name = "triplet", mining = "all", margin = 0.5}')
+    report = run_training(str(job), epochs=1, echo=lambda _: None)
+    assert os.path.isfile(os.path.join(report["model"], "manifest.json"))
+    from simplug.registry import get_registry
+
+    assert plugin(get_registry(), "exits-on-import").status == "broken"
