@@ -71,7 +71,7 @@ class EvaluateSection(_Section):
 
 
 class OutputSection(_Section):
-    dir: Text = Field("output", description='a directory path, e.g. dir = "runs/first"')
+    dir: Optional[Text] = Field(None, description='a directory path, e.g. dir = "runs/first"')
 
 
 _SECTION_MODELS: dict[str, type[_Section] | None] = {

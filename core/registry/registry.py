@@ -89,10 +89,13 @@ def import_target(target: str) -> Any:
 
 # ---------------------------------------------------------------------- running plugin code
 # A plugin's import and hooks are someone else's code running inside our command. Whatever it
-# does there — print, call sys.exit(), raise KeyboardInterrupt — must not end the command or
-# corrupt its output (``simplug list --json`` prints JSON on stdout); it makes the plugin broken.
-# A real Ctrl-C during that time must still stop the command, so a KeyboardInterrupt is told
-# apart from one the plugin raised by a SIGINT handler that notes the real signal.
+# does there must not end the command or corrupt its output (``simplug list --json`` prints JSON
+# on stdout): sys.exit() or a KeyboardInterrupt of its own makes the plugin broken, like any
+# exception; what it prints is kept off stdout and logged as a warning (rude, not broken). A
+# real Ctrl-C during that time must still stop the command, so a KeyboardInterrupt is told
+# apart from one the plugin raised by a SIGINT handler that notes the real signal. (The fd-level
+# redirect is process-wide: another thread's writes to fd 1 during a plugin's import go to
+# stderr too.)
 
 
 class _InterruptWatch:
