@@ -20,6 +20,9 @@ app = typer.Typer(
 )
 
 
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -49,6 +52,8 @@ def list_components(
         wanted = normalize_kind(kind) if kind else None
     except SimplugError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:  # a real Ctrl-C (a plugin's own KeyboardInterrupt makes it broken)
+        _fail("interrupted (Ctrl-C) while loading plugins; nothing was listed", INTERRUPTED)
     if hooks:
         plugins = [
             {"plugin": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
@@ -189,13 +194,18 @@ def export_model(
 def train(
     config: str = typer.Argument(..., help="a TOML job config (see examples/category_routing/config.toml)"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="output directory (default: [output] dir)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="override [train] epochs"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="override [train] epochs"),
 ) -> None:
     """Train from a config; print held-out metrics before and after; save model, logs, report, plot."""
     from simplug.cli.train_job import run_training
+    from simplug.errors import TrainingInterrupted
 
     try:
         run_training(config, output_dir=out, epochs=epochs, echo=typer.echo)
+    except TrainingInterrupted as exc:
+        _fail(str(exc), INTERRUPTED)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one while the outputs were written
+        _fail("interrupted (Ctrl-C); a model being saved is either complete or absent (saves are atomic)", INTERRUPTED)
     except SimplugError as exc:
         _fail(str(exc))
 

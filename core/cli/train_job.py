@@ -22,7 +22,8 @@ from simplug.cli.plot import plot_history
 from simplug.cli.tables import format_comparison
 from simplug.data.loaders import GroupSimilarityDataLoader, PairsSimilarityDataLoader
 from simplug.data.readers import read_samples
-from simplug.errors import ConfigError
+from simplug.errors import ConfigError, TrainingDivergedError, TrainingInterrupted
+from simplug.registry.building import positive_int
 from simplug.evaluation.baselines import encoder_only, nearest_example
 from simplug.evaluation.heldout import HeldOutScorer, retrieval_task
 from simplug.training.fit import fit
@@ -58,7 +59,7 @@ def start_run(config_path: str, output_dir: str | None = None, epochs: int | Non
     job = load_job_config(config_path)
     settings = dict(job.train)
     if epochs is not None:
-        settings["epochs"] = epochs
+        settings["epochs"] = positive_int(epochs, "--epochs")
     out = output_dir or job.output.get("dir")
     if not out:
         raise ConfigError(f"{config_path}: say where to write the model: [output] dir = \"...\" or --out DIR")
@@ -167,20 +168,24 @@ def train_model(run: TrainingRun) -> None:
     if settings.get("early_stopping_patience"):
         callbacks.append(EarlyStopping(monitor=f"heldout_{run.headline}", mode="max",
                                        patience=int(settings["early_stopping_patience"])))
-    fit(
-        run.model,
-        train_dataloader=train_loader,
-        val_dataloader=val_loader if settings.get("validate", True) else None,
-        max_epochs=int(settings.get("epochs", 10)),
-        accelerator=settings.get("accelerator", "cpu"),
-        default_root_dir=run.out,
-        logger=CSVLogger(save_dir=run.out, name="logs"),
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    run.history = recorder.history
+    try:
+        fit(
+            run.model,
+            train_dataloader=train_loader,
+            val_dataloader=val_loader if settings.get("validate", True) else None,
+            max_epochs=int(settings.get("epochs", 10)),
+            accelerator=settings.get("accelerator", "cpu"),
+            default_root_dir=run.out,
+            logger=CSVLogger(save_dir=run.out, name="logs"),
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+    except TrainingDivergedError as exc:
+        raise TrainingDivergedError(f"{exc} (the learning rate is [model] optimizer.lr in {run.job.path})") from None
+    finally:
+        run.history = recorder.history
     if run.model.cache_state is not None:
         for key, outcome in run.model.cache_state.outcomes.items():
             run.echo(f"cache of encoder {key!r}: {outcome}")
@@ -227,16 +232,66 @@ def _timed(run: TrainingRun, name: str, step: Callable[[TrainingRun], Any]) -> A
     return result
 
 
+def write_stopped_report(run: TrainingRun, status: str, error: str, model_dir: str | None) -> str:
+    """``report.json`` of a run that did not finish: why, the epochs it completed, and the model
+    saved (the last completed epoch's) or None."""
+    os.makedirs(run.out, exist_ok=True)
+    path = os.path.join(run.out, "report.json")
+    report = {
+        "config": os.path.abspath(run.job.path),
+        "status": status,
+        "error": error,
+        "headline": run.headline,
+        "untrained": run.columns.get("untrained encoder", {}),
+        "epochs": run.history,
+        "epochs_completed": run.model.last_completed_epoch if run.model is not None else 0,
+        "seconds": {k: round(v, 3) for k, v in run.timings.items()},
+        "model": model_dir and os.path.abspath(model_dir),
+    }
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+    return os.path.abspath(path)
+
+
+def save_interrupted(run: TrainingRun, interrupted: TrainingInterrupted) -> TrainingInterrupted:
+    """After Ctrl-C during training: save the last completed epoch's model; the error to raise
+    says where (or that no epoch completed, so nothing was saved)."""
+    epochs = run.model.restore_last_completed_epoch()
+    if not epochs:
+        report = write_stopped_report(run, "interrupted", str(interrupted), None)
+        return TrainingInterrupted(f"training interrupted (Ctrl-C) before the first epoch completed; no model was "
+                                   f"saved (report: {report})", 0)
+    model_dir = run.model.save_servable(os.path.join(run.out, "model"))
+    report = write_stopped_report(run, "interrupted", str(interrupted), model_dir)
+    return TrainingInterrupted(
+        f"training interrupted (Ctrl-C) during epoch {epochs + 1}: saved the model of epoch {epochs}, the last "
+        f"completed one, to {os.path.abspath(model_dir)} (report: {report})", epochs
+    )
+
+
 def run_training(config_path: str, output_dir: str | None = None, epochs: int | None = None,
                  echo: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Train from a TOML config; returns (and writes) the report."""
+    """Train from a TOML config; returns (and writes) the report.
+
+    Raises ``TrainingInterrupted`` on Ctrl-C (having saved the last completed epoch's model, if
+    any) and ``TrainingDivergedError`` when training diverges (saving no model); both write a
+    ``report.json`` with the epochs that ran."""
     run = start_run(config_path, output_dir, epochs, echo)
     started = time.perf_counter()
-    read_data(run)
-    build_model(run)
-    run.timings["load"] = time.perf_counter() - started
-    _timed(run, "evaluate_untrained", score_baselines)
-    _timed(run, "train", train_model)
+    try:
+        read_data(run)
+        build_model(run)
+        run.timings["load"] = time.perf_counter() - started
+        _timed(run, "evaluate_untrained", score_baselines)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted("interrupted (Ctrl-C) before training started; nothing was saved") from None
+    try:
+        _timed(run, "train", train_model)
+    except TrainingInterrupted as exc:
+        raise save_interrupted(run, exc) from None
+    except TrainingDivergedError as exc:
+        report = write_stopped_report(run, "diverged", str(exc), None)
+        raise TrainingDivergedError(f"{exc}; report: {report}") from None
     assert run.scorer is not None
     run.trained = _timed(run, "evaluate_trained", lambda r: r.scorer.score(r.model.model))
     return write_outputs(run)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 from typing import Any, Callable, Mapping
 
 from simplug.errors import ConfigError, SimplugError
@@ -10,12 +11,14 @@ from simplug.registry import singular_kind
 from simplug.registry.registry import get_registry
 
 
-def positive_int(value: Any, argument: str) -> int:
-    """``value`` when it is an int of at least 1 (not a bool), else a ``ConfigError`` naming
-    ``argument`` and what it got: the one check of every count, size and k in simplug."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{argument} must be a positive int, got {value!r}")
-    return value
+def positive_int(value: Any, name: str, minimum: int = 1, error: type[Exception] = ConfigError, why: str = "") -> int:
+    """``value`` as an int, when it is a whole number (not a bool, not 2.0) of at least
+    ``minimum``; otherwise ``error`` naming ``name``, the value and what is allowed. The one
+    check behind every "must be a positive int" argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        allowed = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise error(f"{name} must be {allowed}{f' ({why})' if why else ''}, got {value!r}")
+    return int(value)
 
 
 def check_arguments(target: Callable[..., Any], args: Mapping[str, Any], what: str, skip: tuple[str, ...] = ()) -> None:
