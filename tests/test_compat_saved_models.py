@@ -60,3 +60,18 @@ def test_command_line(compat_site, tmp_path, capsys):
     assert main([str(DATA / "skip_connection"), str(tmp_path / "new"), "--trust-code"]) == 0
     assert (tmp_path / "new" / "manifest.json").exists()
     assert main([str(tmp_path / "missing"), str(tmp_path / "x"), "--trust-code"]) == 1
+
+
+def test_simplug_convert_quaterion_command(compat_site, tmp_path):
+    from typer.testing import CliRunner
+
+    from simplug.cli import app
+
+    runner = CliRunner()
+    refused = runner.invoke(app, ["convert-quaterion", str(DATA / "skip_connection"), str(tmp_path / "refused")])
+    assert refused.exit_code == 1
+    assert "--trust-code" in refused.output and "compat_saved_encoders.TinyVectorEncoder" in refused.output
+    assert not (tmp_path / "refused").exists()
+    done = runner.invoke(app, ["convert-quaterion", str(DATA / "skip_connection"), str(tmp_path / "new"), "--trust-code"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "new" / "manifest.json").exists() and "simplug serve" in done.output

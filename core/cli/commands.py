@@ -293,6 +293,30 @@ def new_plugin(
     typer.echo(f"next: cd {created.path} && pip install -e '.[test]' && python -m pytest")
 
 
+@app.command("convert-quaterion")
+def convert_quaterion(
+    old: str = typer.Argument(..., help="a model directory saved by quaterion-models (config.json + weights)"),
+    new: str = typer.Argument(..., help="where to write the simplug model (a new directory)"),
+    trust_code: bool = typer.Option(
+        False, "--trust-code",
+        help="import the encoder and head classes named in OLD/config.json and run their load() "
+             "(their code runs with your permissions: only for models you trust)"),
+) -> None:
+    """Turn a model saved by Quaterion's quaterion-models into a simplug model."""
+    try:
+        from quaterion_models.convert import ConversionError, convert_quaterion_model
+    except ImportError:
+        _fail("converting needs the Quaterion compatibility distribution: pip install -e compat/quaterion "
+              "(from a clone of simplug), then run this again")
+    if trust_code:
+        typer.echo(f"--trust-code: importing the classes that {old}/config.json names", err=True)
+    try:
+        written = convert_quaterion_model(old, new, trust_code=trust_code)
+    except (ConversionError, SimplugError) as exc:
+        _fail(str(exc))
+    typer.echo(f"converted {old} -> {written}; serve it with: simplug serve {written}")
+
+
 def main() -> None:
     try:
         app()

@@ -14,6 +14,7 @@ from simplug.data.loaders import SimilarityDataLoader
 from simplug.errors import DataError, TrainingInterrupted
 from simplug.training.trainable import TrainableModel
 from simplug.training.lightning_speed import NoProfiler
+from simplug.data.loaders import GroupBalancedBatchSampler
 
 # Lightning messages that say nothing actionable for similarity training on a CPU
 _QUIET_WARNINGS = (
@@ -76,8 +77,6 @@ def trainer_defaults(
         except TypeError:
             batches = 50
         defaults["log_every_n_steps"] = max(1, min(50, batches))
-        from simplug.data.loaders import GroupBalancedBatchSampler
-
         if isinstance(train_dataloader.batch_sampler, GroupBalancedBatchSampler):
             # it splits its batches across ranks itself; a DistributedSampler cannot be put in
             defaults["use_distributed_sampler"] = False

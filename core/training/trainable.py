@@ -22,6 +22,9 @@ from simplug.components.metric import Metric
 from simplug.model.similarity_model import DEFAULT_ENCODER_KEY, SimilarityModel
 from simplug.training.lightning_speed import FastStepHooks, store_signature
 from simplug.training.xbm import CrossBatchMemory, XbmConfig
+from simplug.model.similarity_model import SIDES, pair_document_mask
+from simplug.data.loaders import SimilarityDataLoader
+from simplug.training.cache.config import CacheConfig
 
 STAGES = ("train", "validation", "test")
 
@@ -321,8 +324,6 @@ class TrainableModel(CachingMixin, FastStepHooks, pl.LightningModule):
         """For a model with a head per side: which rows of a pair batch are documents."""
         if not self._model.sides:
             return None
-        from simplug.model.similarity_model import pair_document_mask
-
         pairs = targets["pairs"]
         return pair_document_mask(pairs, 2 * pairs.shape[0])
 
@@ -339,8 +340,6 @@ class TrainableModel(CachingMixin, FastStepHooks, pl.LightningModule):
     # ------------------------------------------------------------------ data and saving
     def setup_dataloader(self, dataloader: Any) -> None:
         """Give a similarity loader the model's collate (each encoder's own)."""
-        from simplug.data.loaders import SimilarityDataLoader
-
         if not isinstance(dataloader, SimilarityDataLoader):
             raise DataError(
                 f"expected a PairsSimilarityDataLoader or GroupSimilarityDataLoader, got {type(dataloader).__name__}"
@@ -360,8 +359,6 @@ class TrainableModel(CachingMixin, FastStepHooks, pl.LightningModule):
         dataloader.set_model_collate(self._model.get_collate_fn())
 
     def training_info(self) -> dict[str, Any]:
-        from simplug.registry import get_registry
-
         record = get_registry().find_instance("losses", self._loss)
         return {
             "loss": {
@@ -447,8 +444,6 @@ class ConfigTrainableModel(TrainableModel):
         if "heads" not in self._config:
             spec = self._config.get("head", "empty")
             return build_component("heads", spec, EncoderHead, input_embedding_size=input_embedding_size)
-        from simplug.model.similarity_model import SIDES
-
         specs = self._config["heads"]
         if not isinstance(specs, Mapping) or sorted(specs) != sorted(SIDES):
             got = ", ".join(map(repr, specs)) if isinstance(specs, Mapping) else type(specs).__name__
@@ -466,8 +461,6 @@ class ConfigTrainableModel(TrainableModel):
         extra = {}
         if not isinstance(spec, SimilarityLoss):
             # losses with per-group weights need the embedding size: it is the head's output
-            from simplug.registry import get_registry
-
             cls = get_registry().resolve("losses", split_spec(spec, "loss")[0])
             if "embedding_size" in inspect.signature(cls).parameters:
                 extra["embedding_size"] = self._model.embedding_size
@@ -489,14 +482,10 @@ class ConfigTrainableModel(TrainableModel):
         return [attached_metric_from_config(spec) for spec in specs]
 
     def configure_caches(self) -> Any:
-        from simplug.training.cache.config import CacheConfig
-
         return CacheConfig.from_spec(self._config.get("cache"))
 
     def use_cache(self, spec: Any) -> None:
         """Set the config's ``cache`` after the model is built (read when training starts)."""
-        from simplug.training.cache.config import CacheConfig
-
         CacheConfig.from_spec(spec)  # a bad spec fails here, not at fit time
         self._config["cache"] = spec
 
