@@ -12,10 +12,10 @@ SECTIONS = {
     "model": None,  # passed to TrainableModel.from_config, which checks its own keys
     "train": {"epochs", "batch_size", "seed", "m_per_group", "group_sampling", "cache", "cache_dir", "num_workers",
               "validate", "early_stopping_patience", "accelerator"},
-    "evaluate": {"distance", "ks", "candidates", "batch_size", "headline"},
+    "evaluate": {"distance", "ks", "metrics", "candidates", "batch_size", "headline"},
     "output": {"dir"},
 }
-HEADLINE = {"groups": "r_precision", "pairs": "precision@1"}
+HEADLINE = {"groups": "retrieval_r_precision", "pairs": "retrieval_precision@1"}
 
 
 @dataclass

@@ -296,9 +296,11 @@ class TrainableModel(CachingMixin, pl.LightningModule):
             "metrics": [attached.name for attached in self._metrics],
         }
 
-    def save_servable(self, path: str) -> str:
-        """Save encoders and head (no Lightning, no loss) as a servable model directory."""
-        return self._model.save(path, training=self.training_info())
+    def save_servable(self, path: str, training: Mapping[str, Any] | None = None) -> str:
+        """Save encoders and head (no Lightning, no loss) as a servable model directory.
+        ``training``: more to record under the manifest's ``training`` (e.g. the data's kind and
+        field names, which ``simplug evaluate`` reads)."""
+        return self._model.save(path, training={**self.training_info(), **(training or {})})
 
     # ------------------------------------------------------------------ config
     @classmethod
