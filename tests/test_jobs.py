@@ -300,6 +300,67 @@ def test_train_cache_dir_is_built_once_reused_and_rebuilt_for_a_changed_encoder(
     assert third["cache"]["default"].startswith(f"rebuilt {rows}") and "encoder" in third["cache"]["default"]
 
 
+def make_pair_job(tmp_path):
+    """Pairs whose obj_b repeat within and across the splits, so candidates are shared."""
+    gen = torch.Generator().manual_seed(0)
+    answers = (torch.randn(10, 8, generator=gen) * 2).tolist()
+
+    def rows(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        return [{"q": (torch.tensor(answers[i % 10]) + torch.randn(8, generator=g)).tolist(), "a": answers[i % 10]}
+                for i in range(n)]
+
+    write_lines(tmp_path / "train.jsonl", rows(40, 1))
+    write_lines(tmp_path / "held.jsonl", rows(15, 2))
+    spec = toml_inline(json.dumps({"type": "Linear", "args": {"in_features": 8, "out_features": 8, "bias": True}}))
+    (tmp_path / "job.toml").write_text(f"""
+[data]
+kind = "pairs"
+train = "train.jsonl"
+validation = "held.jsonl"
+fields = {{obj_a = "q", obj_b = "a"}}
+
+[model]
+encoder = {{name = "torch_module", module = {spec}, embedding_size = 8}}
+head = {{name = "skip_connection"}}
+loss = {{name = "multiple_negatives_ranking"}}
+
+[train]
+epochs = 1
+batch_size = 8
+
+[evaluate]
+ks = [1, 5]
+
+[output]
+dir = "run"
+""", encoding="utf-8")
+    return tmp_path / "job.toml"
+
+
+@pytest.mark.parametrize("kind", ["groups", "pairs"])
+def test_train_scores_the_untrained_encoder_from_the_cache_rows(tmp_path, kind, monkeypatch):
+    """The frozen encoder's outputs of the held-out task are the cache's rows: no second pass."""
+    from simplug.cli.train_job import run_training
+    from simplug.model.similarity_model import SimilarityModel
+
+    config = make_group_job(tmp_path) if kind == "groups" else make_pair_job(tmp_path)
+    uncached = tmp_path / "uncached.toml"
+    uncached.write_text(config.read_text(encoding="utf-8").replace("[train]\n", '[train]\ncache = "none"\n'), encoding="utf-8")
+    encoded = run_training(str(uncached), output_dir=str(tmp_path / "encoded"), epochs=1, echo=lambda line: None)
+    assert encoded["cache"] == {}
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("the held-out scorer encoded objects the cache already holds")
+
+    monkeypatch.setattr(SimilarityModel, "encoder_outputs", second_pass)
+    printed: list[str] = []
+    cached = run_training(str(config), output_dir=str(tmp_path / "cached"), epochs=1, echo=printed.append)
+    assert cached["cache"]["default"].startswith("built")
+    assert cached["untrained"] == pytest.approx(encoded["untrained"], abs=1e-6)
+    assert any(line.startswith("untrained: retrieval_") for line in printed)
+
+
 def test_train_cache_dir_without_a_cache_is_refused(tmp_path):
     from simplug.cli.train_job import run_training
 
