@@ -6,6 +6,7 @@ data set of any size fits in memory as long as its embeddings do.
 """
 from __future__ import annotations
 
+import os
 import random
 from typing import Any, Mapping, Sequence
 
@@ -15,6 +16,7 @@ from simplug.errors import ConfigError, DataError
 from simplug.components.metric import Metric, PairScoreMetric
 from simplug.components.ranking import Relevance, score_embeddings
 from simplug.evaluation.retrieval import ObjectIndex
+from simplug.model.similarity_model import SimilarityModel
 from simplug.registry.building import build_component
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
@@ -118,10 +120,6 @@ def default_sampler(dataset: Sequence[Any], encode_batch_size: int = 64) -> Samp
 
 def resolve_model(model: Any, trust_local_code: bool = False) -> Any:
     """A SimilarityModel from a saved model path, a SimilarityModel or a TrainableModel."""
-    import os
-
-    from simplug.model.similarity_model import SimilarityModel
-
     if isinstance(model, (str, os.PathLike)):
         return SimilarityModel.load(os.fspath(model), trust_local_code=trust_local_code)
     inner = getattr(model, "model", model)

@@ -22,6 +22,7 @@ import torch
 from simplug.components.metric import Metric, PairScoreMetric
 from simplug.components.ranking import score_embeddings
 from simplug.errors import ConfigError, DataError
+from simplug.registry.building import build_component
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -163,12 +164,12 @@ def default_metric_specs(kind: str = "groups", ks: Sequence[int] = DEFAULT_KS) -
     return specs + [{"name": "recall", "k": int(k)} for k in ks]
 
 
-def build_metrics(specs: Sequence[Any], distance: str | Any = "cosine") -> dict[str, Metric]:
-    """``{result name: Metric}`` from metrics, registered names or ``{"name": ..., **args}``.
+def build_metrics(specs: Any, distance: str | Any = "cosine") -> dict[str, Metric]:
+    """``{result name: Metric}`` from a metric, a registered name or ``{"name": ..., **args}``, or a list of these.
     Specs without a distance get ``distance``. Only ranking metrics: pair-score metrics
     (``pair_auc``, ``pair_accuracy``) score labelled pairs, not rankings."""
-    from simplug.registry.building import build_component
-
+    if isinstance(specs, (str, Mapping, Metric)):
+        specs = [specs]
     built: dict[str, Metric] = {}
     for spec in specs:
         if isinstance(spec, str):
