@@ -215,7 +215,12 @@ def score_blocks(
         )
         block.prepare(max((metric.depth(block) for metric in metrics.values()), default=0))
         for key, metric in metrics.items():
-            values[key].append(metric.per_query(block).double().cpu())
+            per_query = metric.per_query(block)
+            if not isinstance(per_query, torch.Tensor) or tuple(per_query.shape) != (len(rows),):
+                got = tuple(per_query.shape) if isinstance(per_query, torch.Tensor) else type(per_query).__name__
+                raise DataError(f"{key}: per_query(block) returned {got} for a block of {len(rows)} queries; it must "
+                                f"return one value per query, shape ({len(rows)},)")
+            values[key].append(per_query.double().cpu())
         del block
     if not any(values.values()):
         return {key: float("nan") for key in metrics}
