@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from simplug import Evaluator, SimilarityGroupSample, SimilarityPairSample, TrainableModel
-from simplug.components.distance import resolve_distance
 from simplug.components.ranking import nearest
 from simplug.errors import DataError
 from simplug.evaluation.baselines import evaluate_heldout
