@@ -354,10 +354,14 @@ def test_train_scores_the_untrained_encoder_from_the_cache_rows(tmp_path, kind, 
         raise AssertionError("the held-out scorer encoded objects the cache already holds")
 
     monkeypatch.setattr(SimilarityModel, "encoder_outputs", second_pass)
+    monkeypatch.setattr(SimilarityModel, "encode", second_pass)  # nor the nearest-example lookup of pairs
     printed: list[str] = []
     cached = run_training(str(config), output_dir=str(tmp_path / "cached"), epochs=1, echo=printed.append)
     assert cached["cache"]["default"].startswith("built")
     assert cached["untrained"] == pytest.approx(encoded["untrained"], abs=1e-6)
+    assert set(cached["baselines"]) == ({"untrained encoder"} if kind == "groups" else {"untrained encoder", "nearest example"})
+    for name, column in encoded["baselines"].items():
+        assert cached["baselines"][name] == pytest.approx(column, abs=1e-6), name
     assert any(line.startswith("untrained: retrieval_") for line in printed)
 
 

@@ -24,8 +24,8 @@ from simplug.cli.tables import format_comparison
 from simplug.data.loaders import GroupSimilarityDataLoader, PairsSimilarityDataLoader
 from simplug.data.readers import read_samples
 from simplug.errors import ConfigError
-from simplug.evaluation.baselines import nearest_example
-from simplug.evaluation.heldout import HeldOutScorer, encoder_only, retrieval_task
+from simplug.evaluation.baselines import nearest_answer_scores, nearest_example
+from simplug.evaluation.heldout import TRAIN_SPLIT, HeldOutScorer, encoder_only, retrieval_task
 from simplug.evaluation.retrieval import Record
 from simplug.training.fit import fit
 from simplug.training.trainable import TrainableModel
@@ -148,11 +148,26 @@ def score_untrained(run: TrainingRun, module: TrainableModel | None = None) -> N
     run.columns = {"untrained encoder": untrained}
     if run.kind == "pairs":
         # a lookup with no training: the answer of the most similar training question
-        run.columns["nearest example"] = nearest_example(encoder_only(run.model.model), run.train, run.held_out,
-                                                         batch_size=scorer.batch_size, distance=scorer.distance,
-                                                         metrics=list(scorer.metrics.values()))
+        run.columns["nearest example"] = score_nearest_example(run, module)
     run.echo(f"untrained: {run.headline} {untrained[run.headline]:.3f} ({task.description})")
     run.timings["evaluate_untrained"] = time.perf_counter() - started
+
+
+def score_nearest_example(run: TrainingRun, module: TrainableModel | None) -> dict[str, float]:
+    """The nearest-training-question lookup of a pair job. With frozen encoders the untrained
+    embeddings are the encoder outputs: the held-out queries' are the scorer's, the training
+    questions' come from the cache when it holds them."""
+    assert run.scorer is not None
+    scorer = run.scorer
+    if not scorer.has_encoder_outputs:  # a trainable encoder: encode with it as it is now
+        return nearest_example(encoder_only(run.model.model), run.train, run.held_out, batch_size=scorer.batch_size,
+                               distance=scorer.distance, metrics=list(scorer.metrics.values()))
+    answered = [i for i, s in enumerate(run.train) if s.score > 0]
+    train_queries = None if module is None else encoder_outputs_from_cache(module, [(TRAIN_SPLIT, i) for i in answered])
+    if train_queries is None:
+        train_queries = run.model.model.encoder_outputs([run.train[i].obj_a for i in answered], scorer.batch_size)
+    queries = scorer.encoder_outputs(run.model.model)[0]
+    return nearest_answer_scores(scorer.task, [run.train[i] for i in answered], queries, train_queries, scorer.metrics)
 
 
 def encoder_outputs_from_cache(model: TrainableModel, records: list[Record] | None) -> torch.Tensor | None:

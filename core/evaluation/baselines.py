@@ -25,7 +25,6 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from simplug.components.distance import resolve_distance
 from simplug.components.ranking import score_blocks
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 from simplug.errors import DataError
@@ -34,9 +33,10 @@ from simplug.evaluation.retrieval import ObjectIndex, build_metrics
 
 UNTRAINED = "untrained encoder"
 NEAREST_EXAMPLE = "nearest labelled example"
+NO_TRAINING_ANSWER = "the nearest-example lookup needs training pairs with a positive score"
 
 __all__ = ["UNTRAINED", "NEAREST_EXAMPLE", "baseline_metric_specs", "evaluate_heldout", "nearest_example",
-           "baselines", "encoder_only", "format_comparison"]
+           "nearest_answer_scores", "baselines", "encoder_only", "format_comparison"]
 
 
 def baseline_metric_specs(kind: str, knn: int = 10) -> list[dict[str, Any]]:
@@ -112,28 +112,44 @@ def nearest_example(
         return evaluate_heldout(model, train, heldout, batch_size, distance, knn, metrics)
     similarity_model = getattr(model, "model", model)
     side = "query" if similarity_model.sides else None
+    answered = [s for s in train_s if s.score > 0]
+    if not answered:
+        raise DataError(NO_TRAINING_ANSWER)
+    queries = similarity_model.encode(task.queries, batch_size=batch_size, to_numpy=False, side=side)
+    train_queries = similarity_model.encode([s.obj_a for s in answered], batch_size=batch_size, to_numpy=False, side=side)
+    return nearest_answer_scores(task, answered, queries, train_queries, build_metrics(_metrics(kind, metrics, knn), distance))
+
+
+def nearest_answer_scores(task: Any, answered: Sequence[Any], queries: torch.Tensor, train_queries: torch.Tensor,
+                          metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The nearest-example lookup of a pair task from embeddings: ``queries`` of the task's
+    queries, ``train_queries`` of the ``obj_a`` of ``answered`` (the positive training pairs).
+    A document is as far from a query as its best-matching training query."""
+    if not answered:
+        raise DataError(NO_TRAINING_ANSWER)
     documents = ObjectIndex()
     for candidate in task.candidates:
         documents.add(candidate)
-    answered = [s for s in train_s if s.score > 0]
-    if not answered:
-        raise DataError("the nearest-example lookup needs training pairs with a positive score")
     answers = torch.tensor([documents.add(s.obj_b) for s in answered], dtype=torch.long)
-    queries = similarity_model.encode(task.queries, batch_size=batch_size, to_numpy=False, side=side)
-    train_queries = similarity_model.encode([s.obj_a for s in answered], batch_size=batch_size, to_numpy=False, side=side)
-    metric_objects = build_metrics(_metrics(kind, metrics, knn), distance)
-    measure = resolve_distance(distance)
+    if len(documents) != len(task.candidates):
+        raise DataError("a training answer is not among the task's candidates; build the task with the training pairs")
+    by_distance: dict[str, dict[str, Any]] = {}
+    for key, metric in metrics.items():
+        by_distance.setdefault(repr(metric.distance), {})[key] = metric
+    results: dict[str, float] = {}
+    for group in by_distance.values():
+        measure = next(iter(group.values())).distance
 
-    def distances_of(rows: torch.Tensor) -> torch.Tensor:
-        # a document is as far as its best-matching training query; documents no training pair
-        # leads to are the farthest of all
-        to_train = measure.distance_matrix(queries[rows.to(queries.device)], train_queries)
-        far = torch.finfo(to_train.dtype).max
-        by_document = torch.full((len(rows), len(documents)), far, dtype=to_train.dtype, device=to_train.device)
-        index = answers.to(to_train.device).expand(len(rows), -1)
-        return by_document.scatter_reduce_(1, index, to_train, reduce="amin")
+        def distances_of(rows: torch.Tensor) -> torch.Tensor:
+            # documents no training pair leads to are the farthest of all
+            to_train = measure.distance_matrix(queries[rows.to(queries.device)], train_queries)
+            far = torch.finfo(to_train.dtype).max
+            by_document = torch.full((len(rows), len(documents)), far, dtype=to_train.dtype, device=to_train.device)
+            index = answers.to(to_train.device).expand(len(rows), -1)
+            return by_document.scatter_reduce_(1, index, to_train, reduce="amin")
 
-    return score_blocks(metric_objects, torch.arange(len(task.queries)), distances_of, task.relevant)
+        results.update(score_blocks(group, torch.arange(len(task.queries)), distances_of, task.relevant))
+    return {key: results[key] for key in metrics}
 
 
 def baselines(
