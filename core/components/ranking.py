@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from simplug.errors import DataError
+from simplug.errors import ConfigError, DataError
 
 
 # ---------------------------------------------------------------------------- relevance
@@ -193,7 +193,7 @@ def score_blocks(
     ``(block_size, n_candidates)`` distance matrix exists at a time.
     """
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise DataError(f"block_size must be a positive int, got {block_size!r}")
+        raise ConfigError(f"block_size must be a positive int, got {block_size!r}")
     queries = torch.as_tensor(queries, dtype=torch.long).cpu().reshape(-1)
     # per-query values, averaged once at the end: the result does not depend on the block size
     values: dict[str, list[torch.Tensor]] = {key: [] for key in metrics}
