@@ -306,7 +306,8 @@ def test_a_metric_that_is_not_per_query_fails():
 
     with pytest.raises(AssertionError, match=r"metric 'wrong': evaluated a few queries at a time it gives .* instead of"):
         check_metric(BlockNormalisedRank(), name="wrong")
-    with pytest.raises(AssertionError, match=r"metric 'wrong': per_query\(block\) returned \(\) for a block of 3 queries"):
+    # the ranking engine refuses it already in compute
+    with pytest.raises(AssertionError, match=r"metric 'wrong'.*per_query\(block\) returned \(\) for a block of \d+ queries"):
         check_metric(OneValuePerBlock(), name="wrong")
 
 

@@ -215,19 +215,23 @@ def evaluate(
     model: str = typer.Argument(..., help="saved model directory"),
     data: str = typer.Argument(..., help="JSONL/CSV of pairs (obj_a, obj_b) or groups (obj, group)"),
     candidates: Optional[str] = typer.Option(
-        None, "--candidates", help="groups: known items to retrieve from (default: each item against the others)"
+        None, "--candidates", help="known items to retrieve from (groups default: each item against the other items)"
     ),
-    kind: Optional[str] = typer.Option(None, "--kind", help="pairs or groups (default: from the fields)"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="pairs or groups (default: as trained, else from the fields)"),
     fields: Optional[str] = typer.Option(
-        None, "--fields", help="your column names, e.g. obj=text,group=category (default: obj/group, obj_a/obj_b)"
+        None, "--fields", help="your column names, e.g. obj=text,group=category (default: as trained, else obj/group, obj_a/obj_b)"
     ),
-    distance: str = typer.Option("cosine", "--distance"),
+    metric: Optional[list[str]] = typer.Option(
+        None, "--metric", "-m", help="a registered metric, NAME or NAME:arg=value,... (e.g. recall:k=5); repeat for "
+        "more (default: retrieval_precision@1, retrieval_reciprocal_rank, retrieval_r_precision, recall@1/5/10)"
+    ),
+    distance: Optional[str] = typer.Option(None, "--distance", help="default: as trained, else cosine"),
     batch_size: int = typer.Option(64, "--batch-size"),
     trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run code saved with the model"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="print only the metrics, as JSON"),
 ) -> None:
     """Retrieval metrics of a saved model on a data file."""
-    from simplug.cli.evaluate_job import run_evaluation
+    from simplug.cli.evaluate_job import parse_metric, run_evaluation
 
     mapping = {}
     for item in (fields or "").split(","):
@@ -236,14 +240,17 @@ def evaluate(
             if not sep:
                 _fail(f"--fields takes name=column pairs separated by commas, got {item!r}")
             mapping[ours.strip()] = theirs.strip()
-    if kind is None and mapping:
-        kind = "pairs" if {"obj_a", "obj_b"} & set(mapping) else "groups"
     try:
-        metrics = run_evaluation(model, data, kind=kind, fields=mapping, candidates_path=candidates, distance=distance,
-                                 batch_size=batch_size, trust_local_code=trust_local_code)
+        specs = [parse_metric(text) for text in metric or []]
+        result = run_evaluation(model, data, kind=kind, fields=mapping, candidates_path=candidates, distance=distance,
+                                metrics=specs, batch_size=batch_size, trust_local_code=trust_local_code)
     except SimplugError as exc:
         _fail(str(exc))
-    typer.echo(json.dumps(metrics, indent=2) if as_json else format_comparison({"model": metrics}))
+    if as_json:
+        typer.echo(json.dumps(result["metrics"], indent=2))
+        return
+    typer.echo(f"{result['kind']}, {result['distance']} distance: {result['protocol']}")
+    typer.echo(format_comparison({"model": result["metrics"]}))
 
 
 @app.command()

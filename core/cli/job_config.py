@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from simplug.errors import ConfigError
 
-HEADLINE = {"groups": "r_precision", "pairs": "precision@1"}
+HEADLINE = {"groups": "retrieval_r_precision", "pairs": "retrieval_precision@1"}
 
 # what is allowed, said once per kind of value: the error messages quote these
 _WHOLE = "a whole number"
@@ -64,10 +64,13 @@ class EvaluateSection(_Section):
     distance: Text = Field("cosine", description='a registered distance name, e.g. "cosine"')
     ks: list[PositiveInt] = Field([1, 5, 10], min_length=1,
                                   description="a non-empty list of whole numbers >= 1, e.g. ks = [1, 5, 10]")
+    metrics: Optional[list[str | dict[str, Any]]] = Field(
+        None, description='a list of registered metric names or tables, e.g. metrics = ["map_at_r", {name = "recall", k = 20}]')
     candidates: Literal["train", "self"] = Field("train", description='"train" or "self"')
     batch_size: PositiveInt = Field(64, description=f"{_WHOLE} >= 1, e.g. batch_size = 64")
     headline: Optional[Text] = Field(
-        None, description='a metric name, e.g. "r_precision" (the default for groups) or "precision@1" (for pairs)')
+        None, description='a metric name, e.g. "retrieval_r_precision" (the default for groups) or '
+                          '"retrieval_precision@1" (for pairs)')
 
 
 class OutputSection(_Section):

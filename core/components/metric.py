@@ -17,19 +17,20 @@ from typing import Any, Mapping
 import torch
 
 from simplug.components.distance import Distance, resolve_distance
+from simplug.components.ranking import QueryBlock, Relevance, score_embeddings
 from simplug.errors import ConfigError, DataError
 
 
 from simplug.registry.building import build_component
-from simplug.components.ranking import QueryBlock, Relevance
 
 # ---------------------------------------------------------------------------- metrics
 class Metric:
     """Computes one number from embeddings and the targets of the batch or data set.
 
     Retrieval metrics implement ``per_query(block)`` (one value per query of a
-    ``QueryBlock``) and ``depth(block)`` (how many nearest candidates they look at).
-    Queries with no relevant object are skipped in the mean.
+    ``QueryBlock``) and ``depth(block)`` (how many nearest candidates they look at); the
+    ranking engine (``simplug.components.ranking.score_blocks``) ranks each block once for all
+    metrics and averages. Queries with no relevant object are skipped in the mean.
     """
 
     #: "pairs", "groups" or "any"
@@ -55,22 +56,22 @@ class Metric:
     def compute(self, embeddings: torch.Tensor, targets: Mapping[str, Any]) -> torch.Tensor:
         """Mean over the queries that have at least one relevant object (NaN when none has)."""
         embeddings = embeddings.detach()
-        relevance = Relevance(targets, embeddings.shape[0])
-        queries = relevance.queries
-        if len(queries) == 0:
-            return torch.tensor(float("nan"))
-        distances = self.distance.distance_matrix(embeddings[queries.to(embeddings.device)], embeddings)
-        block = QueryBlock(distances, relevance.block(queries), queries)
-        block.prepare(self.depth(block))
-        return self.per_query(block).double().mean().float()
+        n = embeddings.shape[0]
+        relevance = Relevance(targets, n)
+        value = score_embeddings(
+            {self.name: self}, embeddings, embeddings, self.distance, relevance.block,
+            queries=relevance.queries, exclude_self=True, query_groups=relevance.groups,
+            candidate_groups=relevance.groups, block_size=max(n, 1),  # the whole batch is one block
+        )[self.name]
+        return torch.tensor(value).float()
 
 
 def check_k(metric_name: str, k: int, block: QueryBlock) -> int:
     if k > block.n_candidates:
         raise DataError(
             f"{metric_name} needs at least k={k} candidates per query but there are only "
-            f"{block.n_candidates} (every object but the query itself): lower k or evaluate on "
-            "more objects"
+            f"{block.n_candidates}{' (every object but the query itself)' if block.queries is not None else ''}: "
+            "lower k or evaluate on more objects"
         )
     return k
 

@@ -368,8 +368,10 @@ class TrainableModel(CachingMixin, FastStepHooks, pl.LightningModule):
             "metrics": [attached.name for attached in self._metrics],
         }
 
-    def save_servable(self, path: str) -> str:
+    def save_servable(self, path: str, training: Mapping[str, Any] | None = None) -> str:
         """Save encoders and head (no Lightning, no loss) as a servable model directory.
+        ``training``: more to record under the manifest's ``training`` (e.g. the data's kind and
+        field names, which ``simplug evaluate`` reads).
 
         A model whose training diverged, or whose weights are not finite, is refused."""
         if self._divergence is not None:
@@ -379,7 +381,7 @@ class TrainableModel(CachingMixin, FastStepHooks, pl.LightningModule):
             raise TrainingDivergedError(
                 f"the model has non-finite weights ({scale}) and is not saved. {self.divergence_hint()}"
             )
-        return self._model.save(path, training=self.training_info())
+        return self._model.save(path, training={**self.training_info(), **(training or {})})
 
     # ------------------------------------------------------------------ config
     @classmethod

@@ -71,7 +71,9 @@ def _check_blockwise(label: str, metric: Any, embeddings: "torch.Tensor", target
 
     relevance = Relevance(targets, embeddings.shape[0])
     queries = relevance.queries[:3]
-    block = QueryBlock(metric.distance.distance_matrix(embeddings[queries], embeddings), relevance.block(queries), queries)
+    groups = relevance.groups  # for metrics that vote by group (knn_accuracy)
+    block = QueryBlock(metric.distance.distance_matrix(embeddings[queries], embeddings), relevance.block(queries), queries,
+                       query_groups=None if groups is None else groups[queries], candidate_groups=groups)
     with step(label, f"per_query(block) on a QueryBlock of {len(queries)} queries"):
         block.prepare(metric.depth(block))
         per_query = metric.per_query(block)
