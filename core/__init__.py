@@ -43,16 +43,21 @@ _LAZY = {
     "Evaluator": "simplug.evaluation.evaluator",
     "PairSampler": "simplug.evaluation.evaluator",
     "GroupSampler": "simplug.evaluation.evaluator",
-    "AttachedMetric": "simplug.training.attached_metrics",
+    "AttachedMetric": "simplug.components.metric",
     "SimilarityModel": "simplug.model.similarity_model",
     "PairScoreMetric": "simplug.components.metric",
     "QueryBlock": "simplug.components.ranking",
 }
 
+# subpackages reachable as attributes without an explicit import, e.g. simplug.serving.SimilarityModel
+_SUBPACKAGES = ("serving", "testing")
+
 __all__ = ["hookimpl", "hookspec", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return import_module(f"simplug.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'simplug' has no attribute {name!r}")
@@ -72,7 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from simplug.components.distance import Distance
     from simplug.components.encoder import Encoder
     from simplug.evaluation.evaluator import Evaluator, GroupSampler, PairSampler
-    from simplug.training.attached_metrics import AttachedMetric
+    from simplug.components.metric import AttachedMetric
     from simplug.components.metric import GroupMetric, Metric, PairMetric
     from simplug.components.head import EncoderHead
     from simplug.components.loss import GroupLoss, PairwiseLoss, SimilarityLoss

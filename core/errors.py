@@ -36,3 +36,15 @@ class MissingPluginError(ModelFormatError):
 
 class UntrustedCodeError(ModelFormatError):
     """A saved model holds local code and trust_local_code was not given."""
+
+
+class TrainingDivergedError(SimplugError):
+    """Training diverged: the loss exploded, or the weights became huge or non-finite."""
+
+
+class TrainingInterrupted(SimplugError):
+    """Training was stopped by Ctrl-C; ``epochs_completed`` full epochs had finished."""
+
+    def __init__(self, message: str, epochs_completed: int = 0) -> None:
+        super().__init__(message)
+        self.epochs_completed = epochs_completed

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from simplug.components.encoder import Encoder, default_collate
+from simplug.errors import DataError
+from torch import nn
 
 
 def takes_tensors(encoder: Encoder) -> bool:
@@ -39,8 +39,6 @@ def tensor_input_shape(encoder: Encoder) -> tuple[int, ...] | None:
 
 def _json_shape(value: Any, where: str) -> tuple[int, ...]:
     """Shape of a nested JSON list of numbers; ``DataError`` naming the item otherwise."""
-    from simplug.errors import DataError
-
     if isinstance(value, bool) or value is None or isinstance(value, (str, dict)):
         raise DataError(f"{where} is {_json_type(value)}; this model takes numbers (a list of numbers per object)")
     if isinstance(value, (int, float)):
@@ -71,8 +69,6 @@ def _json_type(value: Any) -> str:
 
 def check_tensor_objects(objects: list[Any], expected: tuple[int, ...] | None) -> None:
     """Each object must be a list of numbers of one shape (``expected`` where known)."""
-    from simplug.errors import DataError
-
     first: tuple[int, ...] | None = expected
     for i, obj in enumerate(objects):
         shape = _json_shape(obj, f"item {i}")

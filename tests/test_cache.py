@@ -350,7 +350,7 @@ def test_trainer_gradient_clipping_still_clips(clip_algorithm):
 def test_fit_uses_a_no_op_profiler_unless_one_is_given():
     from pytorch_lightning.profilers import SimpleProfiler
 
-    from simplug.training.fit import NoProfiler
+    from simplug.training.lightning_speed import NoProfiler
 
     model = Model(cache=CacheConfig())
     trainer = Quaterion.fit(model, train_dataloader=GroupSimilarityDataLoader(group_points(per_group=4), batch_size=8), **FIT)

@@ -10,7 +10,8 @@ import torch
 from simplug.data.readers import read_objects, read_samples
 from simplug.errors import ConfigError, DataError
 from simplug.cli.job_config import load_job_config
-from simplug.evaluation.retrieval import RetrievalTask, score_rankings
+from simplug.evaluation.heldout import HeldOutScorer, retrieval_task
+from simplug.evaluation.retrieval import RetrievalTask
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
 from conftest import run_cli
@@ -75,42 +76,13 @@ def test_read_objects_formats(tmp_path):
         read_objects(str(tmp_path / "o.json"))
 
 
-# ------------------------------------------------------------------ retrieval scoring
-def slow_scores(similarity, relevant, ks):
-    """Per query, with Python lists: the textbook definitions."""
-    totals = {"precision@1": [], "reciprocal_rank": [], "r_precision": [], **{f"recall@{k}": [] for k in ks}}
-    for i in range(similarity.shape[0]):
-        rel = relevant[i].tolist()
-        r = sum(rel)
-        if r == 0:
-            continue
-        ranked = sorted(range(len(rel)), key=lambda j: (-similarity[i, j].item(), j))
-        hits = [rel[j] for j in ranked]
-        totals["precision@1"].append(float(hits[0]))
-        totals["reciprocal_rank"].append(1.0 / (hits.index(True) + 1))
-        totals["r_precision"].append(sum(hits[:r]) / r)
-        for k in ks:
-            totals[f"recall@{k}"].append(float(any(hits[:k])))
-    return {name: sum(v) / len(v) for name, v in totals.items()}
-
-
-@pytest.mark.parametrize("block_size", [1, 7, 1000])
-def test_scores_match_slow_reference_in_any_block_size(block_size):
-    gen = torch.Generator().manual_seed(3)
-    queries, candidates = torch.randn(40, 6, generator=gen), torch.randn(90, 6, generator=gen)
-    query_groups = torch.randint(0, 6, (40,), generator=gen)
-    candidate_groups = torch.randint(0, 5, (90,), generator=gen)  # group 5 queries have no relevant candidate
-    relevance = query_groups[:, None] == candidate_groups[None, :]
-    similarity = lambda a, b: a @ b.T  # noqa: E731
-    got = score_rankings(queries, candidates, lambda rows: relevance[rows], similarity, ks=(1, 3, 10), block_size=block_size)
-    want = slow_scores(queries @ candidates.T, relevance, (1, 3, 10))
-    assert got == pytest.approx(want, abs=1e-9)
-
-
+# ------------------------------------------------------------------ retrieval tasks
+# (the scores themselves are checked against a slow reference in test_ranking_engine.py)
 def test_k_larger_than_candidates_is_refused():
-    x = torch.randn(3, 2)
-    with pytest.raises(DataError, match="recall@10 asks for more results than the 3 candidates"):
-        score_rankings(x, x, lambda rows: torch.ones(len(rows), 3, dtype=torch.bool), lambda a, b: a @ b.T, ks=(1, 10))
+    held = [SimilarityGroupSample([float(i), 0.0], i % 2) for i in range(4)]
+    train = held[:3]
+    with pytest.raises(DataError, match="recall@10 needs at least k=10 candidates per query but there are only 3:"):
+        HeldOutScorer(retrieval_task("groups", held, train), ks=(1, 10)).score(identity_model())
 
 
 def test_pair_task_relevance_and_self_exclusion():
@@ -118,10 +90,25 @@ def test_pair_task_relevance_and_self_exclusion():
     task = RetrievalTask.from_pairs(pairs, extra_candidates=["a9", "a1"])
     assert task.queries == ["q1", "q2"] and task.candidates == ["a1", "a2", "a3", "a9"]
     assert task.relevant(torch.tensor([0, 1])).tolist() == [[True, True, False, False], [False, False, False, False]]
+    assert not task.exclude_self
     groups = [SimilarityGroupSample(f"o{i}", i % 2) for i in range(4)]
-    mask = RetrievalTask.from_groups(groups, groups, exclude_self=True).relevant(torch.tensor([0, 1, 2, 3]))
-    assert mask.tolist() == [[False, False, True, False], [False, False, False, True],
-                             [True, False, False, False], [False, True, False, False]]
+    task = RetrievalTask.from_groups(groups, groups, exclude_self=True)
+    # the engine leaves each query's own entry out (of the ranking and of the relevant set)
+    assert task.exclude_self and task.relevant(torch.tensor([0, 1])).tolist() == [[True, False, True, False],
+                                                                                [False, True, False, True]]
+
+
+def test_train_records_where_each_held_out_object_sits_in_the_cached_splits():
+    train = [SimilarityPairSample("q1", "a1"), SimilarityPairSample("q2", "a2")]
+    held = [SimilarityPairSample("q3", "a2"), SimilarityPairSample("q3", "a3")]
+    task = retrieval_task("pairs", held, train)
+    # records of a pair split: every obj_a, then every obj_b
+    assert task.queries == ["q3"] and task.query_records == [("validation", 0)]
+    assert task.candidates == ["a2", "a3", "a1"]
+    assert task.candidate_records == [("validation", 2), ("validation", 3), ("train", 2)]
+    groups = [SimilarityGroupSample(f"o{i}", i % 2) for i in range(3)]
+    task = retrieval_task("groups", groups[:1], groups)
+    assert task.query_records == [("validation", 0)] and task.candidate_records == [("train", i) for i in range(3)]
 
 
 # ------------------------------------------------------------------ job config
@@ -139,6 +126,16 @@ def test_job_config_errors(tmp_path):
 
 
 # ------------------------------------------------------------------ commands end to end
+def identity_model():
+    from torch import nn
+
+    from simplug import TrainableModel
+    from simplug.plugins.encoders.torch_module import TorchModuleEncoder
+
+    encoder = TorchModuleEncoder(nn.Identity(), embedding_size=2)
+    return TrainableModel.from_config({"encoder": encoder, "head": "empty", "loss": "triplet"}).model
+
+
 def make_group_job(tmp_path, loss='{name = "triplet", mining = "all", margin = 0.5}', encoder=None):
     gen = torch.Generator().manual_seed(0)
     centres = torch.randn(6, 8, generator=gen) * 2
@@ -203,14 +200,33 @@ def test_train_command_end_to_end(tmp_path):
     assert report["data"] == {"kind": "groups", "train": 72, "held_out": 24, "queries": 24, "candidates": 72,
                               "protocol": report["data"]["protocol"]}
     assert [row["epoch"] for row in report["epochs"]] == [1, 2, 3]
-    assert set(report["trained"]) == {"precision@1", "reciprocal_rank", "r_precision", "recall@1", "recall@5"}
+    names = ["retrieval_precision@1", "retrieval_reciprocal_rank", "retrieval_r_precision", "recall@1", "recall@5"]
+    assert list(report["trained"]) == names and list(report["untrained"]) == names
+    assert report["headline"] == "retrieval_r_precision" and all(names[2] in row for row in report["epochs"])
+    assert all(line.split()[0] in names for line in result.stdout.split("held-out metrics")[1].splitlines()[3:8])
     assert (run / "training.png").stat().st_size > 1000
     assert list((run / "logs").rglob("metrics.csv"))
-    # the saved model gives the reported numbers again through `simplug evaluate`
+    # the saved model gives the reported numbers again through `simplug evaluate`, which reads
+    # the data as the model was trained on (kind and field names from the manifest)
     evaluated = run_cli("evaluate", str(run / "model"), str(tmp_path / "held.jsonl"), "--candidates",
-                        str(tmp_path / "train.jsonl"), "--fields", "obj=x,group=label", "--json")
+                        str(tmp_path / "train.jsonl"), "--json", "--metric", "retrieval_r_precision",
+                        "--metric", "recall:k=5")
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout)["r_precision"] == pytest.approx(report["trained"]["r_precision"], abs=1e-6)
+    assert json.loads(evaluated.stdout) == pytest.approx(
+        {"retrieval_r_precision": report["trained"]["retrieval_r_precision"], "recall@5": report["trained"]["recall@5"]},
+        abs=1e-6)
+    # each held-out item against the others, leaving itself out: the Evaluator's number
+    from simplug import Evaluator
+
+    alone = run_cli("evaluate", str(run / "model"), str(tmp_path / "held.jsonl"), "--json")
+    assert alone.returncode == 0, alone.stderr
+    held = read_samples(str(tmp_path / "held.jsonl"), "groups", {"obj": "x", "group": "label"})
+    expected = Evaluator(["retrieval_precision", "retrieval_r_precision"]).evaluate(held, str(run / "model"))
+    scores = json.loads(alone.stdout)
+    assert {k: scores[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+    assert scores["retrieval_precision@1"] > 0.5
+    table = run_cli("evaluate", str(run / "model"), str(tmp_path / "held.jsonl"))
+    assert "other held-out items" in table.stdout and "retrieval_r_precision" in table.stdout
     # and encodes a file of objects
     np.save(tmp_path / "objects.npy", np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32))
     encoded = run_cli("encode", str(run / "model"), str(tmp_path / "objects.npy"), "-o", str(tmp_path / "out.npy"))
@@ -246,6 +262,21 @@ def test_cli_argument_mistakes_are_named(tmp_path):
     assert result.returncode == 1 and "--fields takes name=column pairs" in result.stderr
 
 
+def test_evaluate_metric_option_is_parsed_and_checked():
+    from simplug.cli.evaluate_job import parse_metric
+    from simplug.evaluation.retrieval import build_metrics
+
+    assert parse_metric("recall:k=5") == {"name": "recall", "k": 5}
+    assert parse_metric("knn_accuracy:k=3,distance_metric_name=euclidean") == {
+        "name": "knn_accuracy", "k": 3, "distance_metric_name": "euclidean"}
+    with pytest.raises(ConfigError, match="arg=value pairs"):
+        parse_metric("recall:5")
+    with pytest.raises(ConfigError, match="pair_auc scores labelled pairs"):
+        build_metrics(["pair_auc"])
+    with pytest.raises(ConfigError, match="asked for twice"):
+        build_metrics(["recall", {"name": "recall", "k": 1}])
+
+
 def test_train_cache_dir_is_built_once_reused_and_rebuilt_for_a_changed_encoder(tmp_path):
     from simplug.cli.train_job import run_training
 
@@ -260,13 +291,78 @@ def test_train_cache_dir_is_built_once_reused_and_rebuilt_for_a_changed_encoder(
     stamp = rows.stat().st_mtime_ns
     second = run_training(str(config), epochs=1, echo=printed.append)
     assert second["cache"]["default"].startswith(f"reused {rows}") and rows.stat().st_mtime_ns == stamp
-    assert second["untrained"] == first["untrained"]
+    assert second["untrained"] == first["untrained"]  # read from the cache rows either way
     # another encoder (no bias): the fingerprint differs, so the rows are encoded again
     config.write_text(text.replace('"bias": true', '"bias": false').replace("bias = true", "bias = false"), encoding="utf-8")
     assert "bias = false" in config.read_text(encoding="utf-8")
     with pytest.warns(UserWarning, match="rebuilding the cache"):
         third = run_training(str(config), epochs=1, echo=printed.append)
     assert third["cache"]["default"].startswith(f"rebuilt {rows}") and "encoder" in third["cache"]["default"]
+
+
+def make_pair_job(tmp_path):
+    """Pairs whose obj_b repeat within and across the splits, so candidates are shared."""
+    gen = torch.Generator().manual_seed(0)
+    answers = (torch.randn(10, 8, generator=gen) * 2).tolist()
+
+    def rows(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        return [{"q": (torch.tensor(answers[i % 10]) + torch.randn(8, generator=g)).tolist(), "a": answers[i % 10]}
+                for i in range(n)]
+
+    write_lines(tmp_path / "train.jsonl", rows(40, 1))
+    write_lines(tmp_path / "held.jsonl", rows(15, 2))
+    spec = toml_inline(json.dumps({"type": "Linear", "args": {"in_features": 8, "out_features": 8, "bias": True}}))
+    (tmp_path / "job.toml").write_text(f"""
+[data]
+kind = "pairs"
+train = "train.jsonl"
+validation = "held.jsonl"
+fields = {{obj_a = "q", obj_b = "a"}}
+
+[model]
+encoder = {{name = "torch_module", module = {spec}, embedding_size = 8}}
+head = {{name = "skip_connection"}}
+loss = {{name = "multiple_negatives_ranking"}}
+
+[train]
+epochs = 1
+batch_size = 8
+
+[evaluate]
+ks = [1, 5]
+
+[output]
+dir = "run"
+""", encoding="utf-8")
+    return tmp_path / "job.toml"
+
+
+@pytest.mark.parametrize("kind", ["groups", "pairs"])
+def test_train_scores_the_untrained_encoder_from_the_cache_rows(tmp_path, kind, monkeypatch):
+    """The frozen encoder's outputs of the held-out task are the cache's rows: no second pass."""
+    from simplug.cli.train_job import run_training
+    from simplug.model.similarity_model import SimilarityModel
+
+    config = make_group_job(tmp_path) if kind == "groups" else make_pair_job(tmp_path)
+    uncached = tmp_path / "uncached.toml"
+    uncached.write_text(config.read_text(encoding="utf-8").replace("[train]\n", '[train]\ncache = "none"\n'), encoding="utf-8")
+    encoded = run_training(str(uncached), output_dir=str(tmp_path / "encoded"), epochs=1, echo=lambda line: None)
+    assert encoded["cache"] == {}
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("the held-out scorer encoded objects the cache already holds")
+
+    monkeypatch.setattr(SimilarityModel, "encoder_outputs", second_pass)
+    monkeypatch.setattr(SimilarityModel, "encode", second_pass)  # nor the nearest-example lookup of pairs
+    printed: list[str] = []
+    cached = run_training(str(config), output_dir=str(tmp_path / "cached"), epochs=1, echo=printed.append)
+    assert cached["cache"]["default"].startswith("built")
+    assert cached["untrained"] == pytest.approx(encoded["untrained"], abs=1e-6)
+    assert set(cached["baselines"]) == ({"untrained encoder"} if kind == "groups" else {"untrained encoder", "nearest example"})
+    for name, column in encoded["baselines"].items():
+        assert cached["baselines"][name] == pytest.approx(column, abs=1e-6), name
+    assert any(line.startswith("untrained: retrieval_") for line in printed)
 
 
 def test_train_cache_dir_without_a_cache_is_refused(tmp_path):

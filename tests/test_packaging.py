@@ -32,6 +32,11 @@ def test_wheel_installs_everything_under_the_simplug_namespace(tmp_path):
     assert tops == {"simplug", next(t for t in tops if t.endswith(".dist-info"))}
     for module in ("simplug/plugins/heads/skip_connection.py", "simplug/model/similarity_model.py", "simplug/registry/registry.py", "simplug/serving/http.py"):
         assert module in names
+    # every package of the source tree is in the wheel, and new-plugin's templates with it
+    for package in sorted({p.parent for p in (ROOT / "core").rglob("__init__.py")}):
+        assert f"simplug/{package.relative_to(ROOT / 'core').as_posix()}/__init__.py".replace("simplug/./", "simplug/") in names, package
+    for template in (ROOT / "core" / "scaffold" / "templates").rglob("*.tmpl"):
+        assert f"simplug/scaffold/{template.relative_to(ROOT / 'core' / 'scaffold').as_posix()}" in names, template
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "[simplug]" in entry_points and "heads = simplug.plugins.heads" in entry_points
 

@@ -306,7 +306,8 @@ def test_a_metric_that_is_not_per_query_fails():
 
     with pytest.raises(AssertionError, match=r"metric 'wrong': evaluated a few queries at a time it gives .* instead of"):
         check_metric(BlockNormalisedRank(), name="wrong")
-    with pytest.raises(AssertionError, match=r"metric 'wrong': per_query\(block\) returned \(\) for a block of 3 queries"):
+    # the ranking engine refuses it already in compute
+    with pytest.raises(AssertionError, match=r"metric 'wrong'.*per_query\(block\) returned \(\) for a block of \d+ queries"):
         check_metric(OneValuePerBlock(), name="wrong")
 
 
@@ -424,10 +425,10 @@ def test_isolated_registry_has_builtins_only_and_is_the_process_registry(isolate
 
 
 def test_registered_plugin_lasts_for_the_block(isolated_registry):
-    module = _hooks_module("my_test_hooks", temporary_head="collections:OrderedDict")
+    module = _hooks_module("my_test_hooks", temporary_head="simplug.plugins.heads.empty:EmptyHead")
     with registered_plugin(module) as info:
         assert info.status == "ok" and info.hooks == ["register_heads"]
-        assert isolated_registry.resolve("heads", "temporary_head").__name__ == "OrderedDict"
+        assert isolated_registry.resolve("heads", "temporary_head").__name__ == "EmptyHead"
     assert "temporary_head" not in isolated_registry.names("heads")
     with registered_plugin(module):  # registering again works after removal
         assert "temporary_head" in isolated_registry.names("heads")
@@ -438,7 +439,7 @@ def test_registered_plugin_reports_a_broken_module():
     module = types.ModuleType("wrong_args")
 
     def register_heads(reg):
-        reg("x", "collections:OrderedDict")
+        reg("x", "simplug.plugins.heads.empty:EmptyHead")
 
     module.register_heads = hookimpl(register_heads)
     with pytest.raises(AssertionError, match=r"register_heads\(reg\) \(expected register_heads\(register\)\)"):
@@ -463,10 +464,10 @@ def test_wrong_hook_arguments_name_the_plugin_and_the_expected_signature(signatu
 
 
 def test_a_plugin_is_disabled_by_its_entry_point_name_in_either_spelling(monkeypatch):
-    module = _hooks_module("underscore_hooks", underscored="collections:OrderedDict")
+    module = _hooks_module("underscore_hooks", underscored="simplug.plugins.heads.empty:EmptyHead")
     dist = types.SimpleNamespace(metadata={"Name": "simplug-some-dist"}, version="1.0")
     ep = types.SimpleNamespace(name="my_entry", value="underscore_hooks", dist=dist, load=lambda: module)
-    monkeypatch.setattr(Registry, "_entry_points", staticmethod(lambda: [ep]))
+    monkeypatch.setattr(Registry, "entry_points", staticmethod(lambda: [ep]))
     for spelling in ("my_entry", "My-Entry", "simplug_some_dist"):
         monkeypatch.setenv("SIMPLUG_DISABLE_PLUGINS", f"other,{spelling}")
         registry = Registry()
@@ -491,7 +492,7 @@ def test_simplug_list_reports_a_wrong_hook_with_the_plugin_and_the_expected_sign
                               dist=types.SimpleNamespace(metadata={"Name": dist}, version="0.2.0"))
         for ep_name, module, dist in (("wrong_args", wrong_args, "simplug-wrong-args"), ("typo", unknown, "simplug-typo"))
     ]
-    monkeypatch.setattr(Registry, "_entry_points", staticmethod(lambda: eps))
+    monkeypatch.setattr(Registry, "entry_points", staticmethod(lambda: eps))
     result = CliRunner().invoke(app, ["list"])
     assert result.exit_code == 0
     output = result.output + (result.stderr if result.stderr_bytes is not None else "")

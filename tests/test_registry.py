@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import json
 import types
 
@@ -71,14 +73,14 @@ def test_unknown_name_lists_close_matches_and_the_kind():
 
 def test_duplicate_names_are_an_error_naming_both_distributions_and_can_be_picked():
     registry = Registry(autoload=False)
-    registry.add_plugin(_plugin("heads", twin="collections:OrderedDict"), name="one", distribution="dist-one", version="1.0")
-    registry.add_plugin(_plugin("heads", twin="collections:Counter"), name="two", distribution="dist-two", version="2.0")
+    registry.add_plugin(_plugin("heads", twin="simplug.plugins.heads.empty:EmptyHead"), name="one", distribution="dist-one", version="1.0")
+    registry.add_plugin(_plugin("heads", twin="simplug.plugins.heads.gated:GatedHead"), name="two", distribution="dist-two", version="2.0")
     with pytest.raises(AmbiguousComponentError) as err:
         registry.get("heads", "twin")
     assert "dist-one" in str(err.value) and "dist-two" in str(err.value)
     assert "distribution:name" in str(err.value)
-    assert registry.resolve("heads", "dist-two:twin").__name__ == "Counter"
-    assert registry.resolve("heads", "dist_one:twin").__name__ == "OrderedDict"  # PEP 503 spelling
+    assert registry.resolve("heads", "dist-two:twin").__name__ == "GatedHead"
+    assert registry.resolve("heads", "dist_one:twin").__name__ == "EmptyHead"  # PEP 503 spelling
 
 
 def test_a_plugin_that_raises_is_recorded_and_the_rest_keeps_working():
@@ -90,10 +92,10 @@ def test_a_plugin_that_raises_is_recorded_and_the_rest_keeps_working():
 
     bad.register_losses = hookimpl(register_losses)
     registry.add_plugin(bad, name="bad", distribution="bad-dist", version="0.1")
-    registry.add_plugin(_plugin("heads", fine="collections:OrderedDict"), name="good", distribution="good-dist")
+    registry.add_plugin(_plugin("heads", fine="simplug.plugins.heads.empty:EmptyHead"), name="good", distribution="good-dist")
     info = {p.name: p for p in registry.plugins}
     assert info["bad"].status == "broken" and "boom in plugin" in info["bad"].error
-    assert registry.resolve("heads", "fine").__name__ == "OrderedDict"
+    assert registry.resolve("heads", "fine").__name__ == "EmptyHead"
     strict = Registry(autoload=False, strict=True)
     with pytest.raises(PluginError, match="bad-dist"):
         strict.add_plugin(bad, name="bad", distribution="bad-dist", version="0.1")
@@ -104,7 +106,7 @@ def test_a_plugin_implementing_an_unknown_hook_is_reported_with_the_expected_sig
     module = types.ModuleType("typo_plugin")
 
     def register_head(register):  # singular: not a hook
-        register("x", "collections:OrderedDict")
+        register("x", "simplug.plugins.heads.empty:EmptyHead")
 
     module.register_head = hookimpl(register_head)
     info = registry.add_plugin(module, name="typo", distribution="typo-dist")
@@ -146,3 +148,35 @@ def test_broken_installed_plugin_in_list_and_strict_mode(broken_plugin_site):
     rows = json.loads(only_builtins.stdout)
     assert all(r["status"] in ("ok", "disabled") for r in rows)
     assert {r["name"] for r in rows if r["status"] == "ok"} >= BUILTINS["losses"]
+
+
+def test_a_registered_class_must_subclass_its_kinds_base():
+    registry = Registry(autoload=False)
+    registry.add_plugin(_plugin("heads", not_a_head="collections:OrderedDict"), name="odd", distribution="odd-dist")
+    with pytest.raises(PluginError, match=r"head 'not_a_head' from odd-dist .*OrderedDict, which does not subclass "
+                                          r"simplug\.components\.head\.EncoderHead"):
+        registry.resolve("heads", "not_a_head")
+
+
+def test_every_kind_in_the_table_has_a_hook_a_base_and_a_check():
+    from simplug.registry import hookspecs, kinds
+    from simplug.registry.registry import import_target
+
+    for kind in kinds.KINDS:
+        assert callable(getattr(hookspecs, kind.hook))
+        if kind.name != "indexes" or importlib.util.find_spec("simplug.components.index"):
+            assert inspect.isclass(import_target(kind.base))
+            assert callable(import_target(kind.check))
+
+
+def test_the_docs_and_the_cli_name_every_kind_of_the_table():
+    from pathlib import Path
+
+    from simplug.registry import kinds
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    for kind in kinds.KINDS:
+        assert f"`{kind.hook}(register)` | {kind.name.replace('_', ' ')} |" in docs, kind.name
+    result = run_cli("new-plugin", "--help")
+    for kind in kinds.KINDS:
+        assert kind.name in result.stdout

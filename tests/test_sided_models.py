@@ -161,7 +161,7 @@ def test_cli_encode_and_held_out_scoring_use_the_sides(tmp_path):
     queries = torch.as_tensor(model.encode(task.queries, side="query"))
     documents = torch.as_tensor(model.encode(task.candidates, side="document"))
     nearest = torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(documents, dim=1).T
-    assert frozen_scores["precision@1"] == pytest.approx((nearest.argmax(1) == torch.arange(12)).float().mean().item())
+    assert frozen_scores["retrieval_precision@1"] == pytest.approx((nearest.argmax(1) == torch.arange(12)).float().mean().item())
 
 
 def test_http_server_encodes_each_side_and_requires_one(tmp_path):

@@ -9,6 +9,7 @@ import typer
 
 from simplug.cli.tables import format_comparison, text_table
 from simplug.errors import SimplugError
+from simplug.registry.kinds import NAMES as KIND_NAMES
 
 app = typer.Typer(
     name="simplug",
@@ -17,6 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -55,6 +59,8 @@ def list_components(
         wanted = normalize_kind(kind) if kind else None
     except SimplugError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:  # a real Ctrl-C (a plugin's own KeyboardInterrupt makes it broken)
+        _fail("interrupted (Ctrl-C) while loading plugins; nothing was listed", INTERRUPTED)
     if hooks:
         plugins = [
             {"plugin": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
@@ -200,15 +206,20 @@ def export_model(
 
 @app.command()
 def train(
-    config: str = typer.Argument(..., help="a TOML job config (see examples/chatterbot_categories/config.toml)"),
+    config: str = typer.Argument(..., help="a TOML job config (see examples/category_routing/config.toml)"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="output directory (default: [output] dir)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="override [train] epochs"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="override [train] epochs"),
 ) -> None:
     """Train from a config; print held-out metrics before and after; save model, logs, report, plot."""
     from simplug.cli.train_job import run_training
+    from simplug.errors import TrainingInterrupted
 
     try:
         run_training(config, output_dir=out, epochs=epochs, echo=typer.echo)
+    except TrainingInterrupted as exc:
+        _fail(str(exc), INTERRUPTED)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one while the outputs were written
+        _fail("interrupted (Ctrl-C); a model being saved is either complete or absent (saves are atomic)", INTERRUPTED)
     except SimplugError as exc:
         _fail(str(exc))
 
@@ -218,19 +229,23 @@ def evaluate(
     model: str = typer.Argument(..., help="saved model directory"),
     data: str = typer.Argument(..., help="JSONL/CSV of pairs (obj_a, obj_b) or groups (obj, group)"),
     candidates: Optional[str] = typer.Option(
-        None, "--candidates", help="groups: known items to retrieve from (default: each item against the others)"
+        None, "--candidates", help="known items to retrieve from (groups default: each item against the other items)"
     ),
-    kind: Optional[str] = typer.Option(None, "--kind", help="pairs or groups (default: from the fields)"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="pairs or groups (default: as trained, else from the fields)"),
     fields: Optional[str] = typer.Option(
-        None, "--fields", help="your column names, e.g. obj=text,group=category (default: obj/group, obj_a/obj_b)"
+        None, "--fields", help="your column names, e.g. obj=text,group=category (default: as trained, else obj/group, obj_a/obj_b)"
     ),
-    distance: str = typer.Option("cosine", "--distance"),
+    metric: Optional[list[str]] = typer.Option(
+        None, "--metric", "-m", help="a registered metric, NAME or NAME:arg=value,... (e.g. recall:k=5); repeat for "
+        "more (default: retrieval_precision@1, retrieval_reciprocal_rank, retrieval_r_precision, recall@1/5/10)"
+    ),
+    distance: Optional[str] = typer.Option(None, "--distance", help="default: as trained, else cosine"),
     batch_size: int = typer.Option(64, "--batch-size"),
     trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run code saved with the model"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="print only the metrics, as JSON"),
 ) -> None:
     """Retrieval metrics of a saved model on a data file."""
-    from simplug.cli.evaluate_job import run_evaluation
+    from simplug.cli.evaluate_job import parse_metric, run_evaluation
 
     mapping = {}
     for item in (fields or "").split(","):
@@ -239,14 +254,17 @@ def evaluate(
             if not sep:
                 _fail(f"--fields takes name=column pairs separated by commas, got {item!r}")
             mapping[ours.strip()] = theirs.strip()
-    if kind is None and mapping:
-        kind = "pairs" if {"obj_a", "obj_b"} & set(mapping) else "groups"
     try:
-        metrics = run_evaluation(model, data, kind=kind, fields=mapping, candidates_path=candidates, distance=distance,
-                                 batch_size=batch_size, trust_local_code=trust_local_code)
+        specs = [parse_metric(text) for text in metric or []]
+        result = run_evaluation(model, data, kind=kind, fields=mapping, candidates_path=candidates, distance=distance,
+                                metrics=specs, batch_size=batch_size, trust_local_code=trust_local_code)
     except SimplugError as exc:
         _fail(str(exc))
-    typer.echo(json.dumps(metrics, indent=2) if as_json else format_comparison({"model": metrics}))
+    if as_json:
+        typer.echo(json.dumps(result["metrics"], indent=2))
+        return
+    typer.echo(f"{result['kind']}, {result['distance']} distance: {result['protocol']}")
+    typer.echo(format_comparison({"model": result["metrics"]}))
 
 
 @app.command()
@@ -278,7 +296,7 @@ def encode(
 @app.command("new-plugin")
 def new_plugin(
     name: str = typer.Argument(..., help="distribution name of the new package, e.g. simplug-attention-head"),
-    kind: str = typer.Option(..., "--kind", "-k", help="heads, losses, encoders, distances, metrics or cache_backends"),
+    kind: str = typer.Option(..., "--kind", "-k", help=f"one of: {', '.join(KIND_NAMES)}"),
     directory: str = typer.Option(".", "--dir", help="directory to create the package in (as DIR/NAME)"),
 ) -> None:
     """Write a plugin package with one working component, its tests and a README."""
@@ -294,6 +312,30 @@ def new_plugin(
     for rel in created.files:
         typer.echo(f"  {rel}")
     typer.echo(f"next: cd {created.path} && pip install -e '.[test]' && python -m pytest")
+
+
+@app.command("convert-quaterion")
+def convert_quaterion(
+    old: str = typer.Argument(..., help="a model directory saved by quaterion-models (config.json + weights)"),
+    new: str = typer.Argument(..., help="where to write the simplug model (a new directory)"),
+    trust_code: bool = typer.Option(
+        False, "--trust-code",
+        help="import the encoder and head classes named in OLD/config.json and run their load() "
+             "(their code runs with your permissions: only for models you trust)"),
+) -> None:
+    """Turn a model saved by Quaterion's quaterion-models into a simplug model."""
+    try:
+        from quaterion_models.convert import ConversionError, convert_quaterion_model
+    except ImportError:
+        _fail("converting needs the Quaterion compatibility distribution: pip install -e compat/quaterion "
+              "(from a clone of simplug), then run this again")
+    if trust_code:
+        typer.echo(f"--trust-code: importing the classes that {old}/config.json names", err=True)
+    try:
+        written = convert_quaterion_model(old, new, trust_code=trust_code)
+    except (ConversionError, SimplugError) as exc:
+        _fail(str(exc))
+    typer.echo(f"converted {old} -> {written}; serve it with: simplug serve {written}")
 
 
 def main() -> None:

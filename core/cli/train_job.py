@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import CSVLogger
 
@@ -22,9 +23,11 @@ from simplug.cli.plot import plot_history
 from simplug.cli.tables import format_comparison
 from simplug.data.loaders import GroupSimilarityDataLoader, PairsSimilarityDataLoader
 from simplug.data.readers import read_samples
-from simplug.errors import ConfigError
-from simplug.evaluation.baselines import encoder_only, nearest_example
-from simplug.evaluation.heldout import HeldOutScorer, retrieval_task
+from simplug.errors import ConfigError, TrainingDivergedError, TrainingInterrupted
+from simplug.evaluation.baselines import nearest_answer_scores, nearest_example
+from simplug.evaluation.heldout import TRAIN_SPLIT, HeldOutScorer, encoder_only, retrieval_task
+from simplug.evaluation.retrieval import Record
+from simplug.registry.building import positive_int
 from simplug.training.fit import fit
 from simplug.training.trainable import TrainableModel
 
@@ -58,7 +61,7 @@ def start_run(config_path: str, output_dir: str | None = None, epochs: int | Non
     job = load_job_config(config_path)
     settings = dict(job.train)
     if epochs is not None:
-        settings["epochs"] = epochs
+        settings["epochs"] = positive_int(epochs, "--epochs")
     out = output_dir or job.output.get("dir")
     if not out:
         raise ConfigError(f"{config_path}: say where to write the model: [output] dir = \"...\" or --out DIR")
@@ -105,31 +108,102 @@ def build_model(run: TrainingRun) -> None:
 
 
 def score_baselines(run: TrainingRun) -> None:
-    """The untrained encoder (and, for pairs, a nearest-training-example lookup) on the held-out task."""
+    """The untrained encoder (and, for pairs, a nearest-training-example lookup) on the held-out task.
+
+    When every encoder is frozen and cached, the frozen encoders' outputs are the cache's rows:
+    the scoring waits for the cache fill at the start of training (``score_untrained``) and
+    reads them, so no text is encoded twice. Otherwise it runs now, before training changes
+    a trainable encoder."""
     evaluation = run.job.evaluate
     run.headline = evaluation.get("headline", HEADLINE[run.kind])
     task = retrieval_task(run.kind, run.held_out, run.train, evaluation.get("candidates", "train"))
     run.scorer = HeldOutScorer(task, evaluation.get("distance", "cosine"), evaluation.get("ks", (1, 5, 10)),
-                               int(evaluation.get("batch_size", 64)))
-    untrained = run.scorer.score(run.model.model, heads=False)
+                               int(evaluation.get("batch_size", 64)), metrics=evaluation.get("metrics"))
+    if run.headline not in run.scorer.names:
+        raise ConfigError(f"[evaluate] headline {run.headline!r} is not one of {', '.join(run.scorer.names)}")
+    if not reads_cached_outputs(run.model):
+        score_untrained(run)
+
+
+def reads_cached_outputs(model: TrainableModel) -> bool:
+    """Whether training caches every encoder's outputs (all frozen, and a cache configured)."""
+    frozen = all(not e.trainable for e in model.model.encoders.values())
+    return frozen and model.configure_caches() is not None
+
+
+def score_untrained(run: TrainingRun, module: TrainableModel | None = None) -> None:
+    """Score the encoders alone; ``module``: the model being trained, whose filled cache holds
+    the frozen encoders' outputs of the task's objects."""
+    assert run.scorer is not None
+    started = time.perf_counter()
+    task, scorer = run.scorer.task, run.scorer
+    if module is not None and not scorer.has_encoder_outputs:
+        queries = encoder_outputs_from_cache(module, task.query_records)
+        candidates = encoder_outputs_from_cache(module, task.candidate_records)
+        if queries is None:
+            queries = module.model.encoder_outputs(task.queries, scorer.batch_size)
+        if candidates is None:
+            candidates = queries if task.exclude_self else module.model.encoder_outputs(task.candidates, scorer.batch_size)
+        scorer.use_encoder_outputs(queries, candidates)
+    untrained = scorer.score(run.model.model, heads=False)
     run.columns = {"untrained encoder": untrained}
     if run.kind == "pairs":
         # a lookup with no training: the answer of the most similar training question
-        nearest = nearest_example(encoder_only(run.model.model), run.train, run.held_out,
-                                  batch_size=run.scorer.batch_size, distance=evaluation.get("distance", "cosine"))
-        run.columns["nearest example"] = {k: v for k, v in nearest.items() if k in untrained}
-    if run.headline not in untrained:
-        raise ConfigError(f"[evaluate] headline {run.headline!r} is not one of {', '.join(untrained)}")
+        run.columns["nearest example"] = score_nearest_example(run, module)
     run.echo(f"untrained: {run.headline} {untrained[run.headline]:.3f} ({task.description})")
+    run.timings["evaluate_untrained"] = time.perf_counter() - started
+
+
+def score_nearest_example(run: TrainingRun, module: TrainableModel | None) -> dict[str, float]:
+    """The nearest-training-question lookup of a pair job. With frozen encoders the untrained
+    embeddings are the encoder outputs: the held-out queries' are the scorer's, the training
+    questions' come from the cache when it holds them."""
+    assert run.scorer is not None
+    scorer = run.scorer
+    if not scorer.has_encoder_outputs:  # a trainable encoder: encode with it as it is now
+        return nearest_example(encoder_only(run.model.model), run.train, run.held_out, batch_size=scorer.batch_size,
+                               distance=scorer.distance, metrics=list(scorer.metrics.values()))
+    answered = [i for i, s in enumerate(run.train) if s.score > 0]
+    train_queries = None if module is None else encoder_outputs_from_cache(module, [(TRAIN_SPLIT, i) for i in answered])
+    if train_queries is None:
+        train_queries = run.model.model.encoder_outputs([run.train[i].obj_a for i in answered], scorer.batch_size)
+    queries = scorer.encoder_outputs(run.model.model)[0]
+    return nearest_answer_scores(scorer.task, [run.train[i] for i in answered], queries, train_queries, scorer.metrics)
+
+
+def encoder_outputs_from_cache(model: TrainableModel, records: list[Record] | None) -> torch.Tensor | None:
+    """The frozen encoders' outputs of ``records`` (split, record position), read from the
+    model's filled training cache; None when the cache does not hold them all."""
+    state = model.cache_state
+    if records is None or state is None or not state.filled:
+        return None
+    keys = list(model.model.encoders)
+    if any(key not in state.backends for key in keys) or any(split not in state.sources for split, _ in records):
+        return None
+    splits = [split for split, _ in records]
+    positions = torch.tensor([position for _, position in records], dtype=torch.long)
+    outputs = torch.empty(len(records), sum(model.model.encoders[key].embedding_size for key in keys))
+    for split in dict.fromkeys(splits):
+        where = torch.tensor([name == split for name in splits])
+        source = state.sources[split]
+        outputs[where] = torch.cat([state.gather(key, source, positions[where]).float().cpu() for key in keys], dim=1)
+    return outputs
 
 
 class EpochRecorder(pl.Callback):
-    """Per epoch: mean training loss, validation loss, and the held-out headline metric."""
+    """Per epoch: mean training loss, validation loss, and the held-out headline metric.
+    ``at_start(module)`` runs once the training cache is filled, before the first epoch."""
 
-    def __init__(self, scorer: HeldOutScorer, headline: str) -> None:
+    def __init__(self, scorer: HeldOutScorer, headline: str,
+                 at_start: Callable[[Any], None] | None = None) -> None:
         self.scorer = scorer
         self.headline = headline
+        self.at_start = at_start
         self.history: list[dict[str, float]] = []
+
+    def on_train_start(self, trainer: Any, module: Any) -> None:
+        if self.at_start is not None:
+            self.at_start(module)
 
     def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
         row = {"epoch": trainer.current_epoch + 1}
@@ -162,25 +236,30 @@ def train_model(run: TrainingRun) -> None:
     settings = run.settings
     assert run.scorer is not None
     train_loader, val_loader = loaders(run.kind, run.train, run.held_out, settings)
-    recorder = EpochRecorder(run.scorer, run.headline)
+    deferred = not run.columns  # the untrained encoder is scored from the filled cache
+    recorder = EpochRecorder(run.scorer, run.headline, (lambda module: score_untrained(run, module)) if deferred else None)
     callbacks: list[Any] = [recorder]
     if settings.get("early_stopping_patience"):
         callbacks.append(EarlyStopping(monitor=f"heldout_{run.headline}", mode="max",
                                        patience=int(settings["early_stopping_patience"])))
-    fit(
-        run.model,
-        train_dataloader=train_loader,
-        val_dataloader=val_loader if settings.get("validate", True) else None,
-        max_epochs=int(settings.get("epochs", 10)),
-        accelerator=settings.get("accelerator", "cpu"),
-        default_root_dir=run.out,
-        logger=CSVLogger(save_dir=run.out, name="logs"),
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    run.history = recorder.history
+    try:
+        fit(
+            run.model,
+            train_dataloader=train_loader,
+            val_dataloader=val_loader if settings.get("validate", True) else None,
+            max_epochs=int(settings.get("epochs", 10)),
+            accelerator=settings.get("accelerator", "cpu"),
+            default_root_dir=run.out,
+            logger=CSVLogger(save_dir=run.out, name="logs"),
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+    except TrainingDivergedError as exc:
+        raise TrainingDivergedError(f"{exc} (the learning rate is [model] optimizer.lr in {run.job.path})") from None
+    finally:
+        run.history = recorder.history
     if run.model.cache_state is not None:
         for key, outcome in run.model.cache_state.outcomes.items():
             run.echo(f"cache of encoder {key!r}: {outcome}")
@@ -191,7 +270,10 @@ def write_outputs(run: TrainingRun) -> dict[str, Any]:
     assert run.scorer is not None
     task = run.scorer.task
     started = time.perf_counter()
-    model_dir = run.model.save_servable(os.path.join(run.out, "model"))
+    # `simplug evaluate` reads the data as it was trained on unless told otherwise
+    trained_on = {"data": {"kind": run.kind, "fields": dict(run.job.data.get("fields") or {})},
+                  "evaluate": {"distance": run.scorer.distance, "metrics": run.scorer.names}}
+    model_dir = run.model.save_servable(os.path.join(run.out, "model"), training=trained_on)
     run.timings["save"] = time.perf_counter() - started
     cache_state = run.model.cache_state
     report = {
@@ -227,16 +309,66 @@ def _timed(run: TrainingRun, name: str, step: Callable[[TrainingRun], Any]) -> A
     return result
 
 
+def write_stopped_report(run: TrainingRun, status: str, error: str, model_dir: str | None) -> str:
+    """``report.json`` of a run that did not finish: why, the epochs it completed, and the model
+    saved (the last completed epoch's) or None."""
+    os.makedirs(run.out, exist_ok=True)
+    path = os.path.join(run.out, "report.json")
+    report = {
+        "config": os.path.abspath(run.job.path),
+        "status": status,
+        "error": error,
+        "headline": run.headline,
+        "untrained": run.columns.get("untrained encoder", {}),
+        "epochs": run.history,
+        "epochs_completed": run.model.last_completed_epoch if run.model is not None else 0,
+        "seconds": {k: round(v, 3) for k, v in run.timings.items()},
+        "model": model_dir and os.path.abspath(model_dir),
+    }
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+    return os.path.abspath(path)
+
+
+def save_interrupted(run: TrainingRun, interrupted: TrainingInterrupted) -> TrainingInterrupted:
+    """After Ctrl-C during training: save the last completed epoch's model; the error to raise
+    says where (or that no epoch completed, so nothing was saved)."""
+    epochs = run.model.restore_last_completed_epoch()
+    if not epochs:
+        report = write_stopped_report(run, "interrupted", str(interrupted), None)
+        return TrainingInterrupted(f"training interrupted (Ctrl-C) before the first epoch completed; no model was "
+                                   f"saved (report: {report})", 0)
+    model_dir = run.model.save_servable(os.path.join(run.out, "model"))
+    report = write_stopped_report(run, "interrupted", str(interrupted), model_dir)
+    return TrainingInterrupted(
+        f"training interrupted (Ctrl-C) during epoch {epochs + 1}: saved the model of epoch {epochs}, the last "
+        f"completed one, to {os.path.abspath(model_dir)} (report: {report})", epochs
+    )
+
+
 def run_training(config_path: str, output_dir: str | None = None, epochs: int | None = None,
                  echo: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Train from a TOML config; returns (and writes) the report."""
+    """Train from a TOML config; returns (and writes) the report.
+
+    Raises ``TrainingInterrupted`` on Ctrl-C (having saved the last completed epoch's model, if
+    any) and ``TrainingDivergedError`` when training diverges (saving no model); both write a
+    ``report.json`` with the epochs that ran."""
     run = start_run(config_path, output_dir, epochs, echo)
     started = time.perf_counter()
-    read_data(run)
-    build_model(run)
-    run.timings["load"] = time.perf_counter() - started
-    _timed(run, "evaluate_untrained", score_baselines)
-    _timed(run, "train", train_model)
+    try:
+        read_data(run)
+        build_model(run)
+        run.timings["load"] = time.perf_counter() - started
+        score_baselines(run)  # times its own scoring (which may wait for the cache fill)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted("interrupted (Ctrl-C) before training started; nothing was saved") from None
+    try:
+        _timed(run, "train", train_model)
+    except TrainingInterrupted as exc:
+        raise save_interrupted(run, exc) from None
+    except TrainingDivergedError as exc:
+        report = write_stopped_report(run, "diverged", str(exc), None)
+        raise TrainingDivergedError(f"{exc}; report: {report}") from None
     assert run.scorer is not None
     run.trained = _timed(run, "evaluate_trained", lambda r: r.scorer.score(r.model.model))
     return write_outputs(run)

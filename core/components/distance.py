@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from simplug.registry import get_registry
+
 
 class Distance:
     """Subclasses implement ``similarity_matrix`` and ``distance_from_similarity`` or
@@ -39,7 +41,5 @@ def resolve_distance(distance: "str | Distance") -> Distance:
     if isinstance(distance, Distance):
         return distance
     if isinstance(distance, str):
-        from simplug.registry import get_registry
-
         return get_registry().resolve("distances", distance)()
     raise TypeError(f"distance must be a registered name or a Distance, got {type(distance).__name__}")

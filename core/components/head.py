@@ -6,6 +6,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from simplug.registry.building import positive_int
+
 
 #: batch entry holding, for heads that route rows (``reads_batch``), each row's option index
 ROUTES_KEY = "__routes__"
@@ -21,10 +23,7 @@ class EncoderHead(nn.Module):
 
     def __init__(self, input_embedding_size: int, dropout: float = 0.0):
         super().__init__()
-        if not isinstance(input_embedding_size, int) or input_embedding_size <= 0:
-            raise ValueError(
-                f"input_embedding_size must be a positive int, got {input_embedding_size!r}"
-            )
+        positive_int(input_embedding_size, "input_embedding_size")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.input_embedding_size = input_embedding_size

@@ -13,6 +13,7 @@ from torch import nn
 
 from simplug.components.distance import Distance, resolve_distance
 from simplug.errors import ConfigError, DataError
+from simplug.registry.building import positive_int
 
 _PAIR_TARGETS = ("pairs", "labels", "subgroups")
 
@@ -219,9 +220,8 @@ class ProxyGroupLoss(GroupLoss):
 
     def __init__(self, embedding_size: int, num_groups: int, distance_metric_name: str = "cosine"):
         super().__init__(distance_metric_name=distance_metric_name)
-        for arg, value in (("embedding_size", embedding_size), ("num_groups", num_groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{type(self).__name__} needs a positive integer {arg}, got {value!r}")
+        positive_int(embedding_size, f"{type(self).__name__}'s embedding_size")
+        positive_int(num_groups, f"{type(self).__name__}'s num_groups")
         self.embedding_size = embedding_size
         self.num_groups = num_groups
 

@@ -17,18 +17,20 @@ from typing import Any, Mapping
 import torch
 
 from simplug.components.distance import Distance, resolve_distance
+from simplug.components.ranking import QueryBlock, Relevance, score_embeddings
 from simplug.errors import ConfigError, DataError
 
 
-from simplug.components.ranking import QueryBlock, Relevance
+from simplug.registry.building import build_component
 
 # ---------------------------------------------------------------------------- metrics
 class Metric:
     """Computes one number from embeddings and the targets of the batch or data set.
 
     Retrieval metrics implement ``per_query(block)`` (one value per query of a
-    ``QueryBlock``) and ``depth(block)`` (how many nearest candidates they look at).
-    Queries with no relevant object are skipped in the mean.
+    ``QueryBlock``) and ``depth(block)`` (how many nearest candidates they look at); the
+    ranking engine (``simplug.components.ranking.score_blocks``) ranks each block once for all
+    metrics and averages. Queries with no relevant object are skipped in the mean.
     """
 
     #: "pairs", "groups" or "any"
@@ -54,30 +56,24 @@ class Metric:
     def compute(self, embeddings: torch.Tensor, targets: Mapping[str, Any]) -> torch.Tensor:
         """Mean over the queries that have at least one relevant object (NaN when none has)."""
         embeddings = embeddings.detach()
-        relevance = Relevance(targets, embeddings.shape[0])
-        queries = relevance.queries
-        if len(queries) == 0:
-            return torch.tensor(float("nan"))
-        distances = self.distance.distance_matrix(embeddings[queries.to(embeddings.device)], embeddings)
-        block = QueryBlock(distances, relevance.block(queries), queries)
-        block.prepare(self.depth(block))
-        return self.per_query(block).double().mean().float()
+        n = embeddings.shape[0]
+        relevance = Relevance(targets, n)
+        value = score_embeddings(
+            {self.name: self}, embeddings, embeddings, self.distance, relevance.block,
+            queries=relevance.queries, exclude_self=True, query_groups=relevance.groups,
+            candidate_groups=relevance.groups, block_size=max(n, 1),  # the whole batch is one block
+        )[self.name]
+        return torch.tensor(value).float()
 
 
 def check_k(metric_name: str, k: int, block: QueryBlock) -> int:
     if k > block.n_candidates:
         raise DataError(
             f"{metric_name} needs at least k={k} candidates per query but there are only "
-            f"{block.n_candidates} (every object but the query itself): lower k or evaluate on "
-            "more objects"
+            f"{block.n_candidates}{' (every object but the query itself)' if block.queries is not None else ''}: "
+            "lower k or evaluate on more objects"
         )
     return k
-
-
-def check_positive_int(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{argument} must be a positive int, got {value!r}")
-    return value
 
 
 class PairMetric(Metric):
@@ -130,3 +126,90 @@ class PairScoreMetric(Metric):
         return self.from_scores(similarities.double(), positive).float()
 
 
+class AttachedMetric:
+    """A metric logged during training as ``{name}_{stage}``, e.g. ``rr_validation``.
+
+    ``stages`` says where it is computed ("train", "validation", "test"); ``prog_bar``,
+    ``on_step`` and ``on_epoch`` are passed to Lightning's ``log``. Return these from
+    ``TrainableModel.configure_metrics`` (a bare ``Metric`` is logged under its own name on
+    validation and test).
+    """
+
+    STAGES = ("train", "validation", "test")
+
+    def __init__(
+        self,
+        name: str,
+        metric: Metric | str | Mapping[str, Any],
+        stages: str | tuple[str, ...] | list[str] = ("validation", "test"),
+        prog_bar: bool = False,
+        on_step: bool | None = None,
+        on_epoch: bool = True,
+    ):
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"an AttachedMetric needs a non-empty name, got {name!r}")
+        stages = (stages,) if isinstance(stages, str) else tuple(stages)
+        wrong = [s for s in stages if s not in self.STAGES]
+        if wrong or not stages:
+            raise ConfigError(f"AttachedMetric stages must be some of {self.STAGES}, got {stages!r}")
+        self.name = name
+        self.metric: Metric = build_component("metrics", metric, Metric)
+        self.stages = stages
+        self.prog_bar = bool(prog_bar)
+        self.on_step = on_step
+        self.on_epoch = bool(on_epoch)
+
+    def log_options(self, stage: str) -> dict[str, Any]:
+        on_step = self.on_step if self.on_step is not None else stage == "train"
+        return {"prog_bar": self.prog_bar, "on_step": on_step, "on_epoch": self.on_epoch}
+
+    def compute(self, embeddings: torch.Tensor, targets: Mapping[str, Any]) -> torch.Tensor:
+        return self.metric.compute(embeddings, targets)
+
+    def __repr__(self) -> str:
+        return f"AttachedMetric({self.name!r}, {self.metric.name}, stages={self.stages})"
+
+
+def attach_metrics(metrics: Any) -> list[AttachedMetric]:
+    """What ``configure_metrics`` returned, as AttachedMetrics: a bare Metric is logged under
+    its own name on validation and test, in the progress bar."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, (Metric, AttachedMetric)):
+        metrics = [metrics]
+    attached = []
+    for metric in metrics:
+        if isinstance(metric, AttachedMetric):
+            attached.append(metric)
+        elif isinstance(metric, Metric):
+            attached.append(AttachedMetric(metric.name, metric, prog_bar=True))
+        else:
+            raise ConfigError(
+                f"configure_metrics must return simplug Metrics or AttachedMetrics, got {type(metric).__name__}"
+            )
+    names = [a.name for a in attached]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(
+            f"two metrics would be logged under the same name {', '.join(map(repr, repeated))}; give "
+            "one of them another name with AttachedMetric(name, metric) or a 'log': {'name': ...} entry"
+        )
+    return attached
+
+
+def attached_metric_from_config(spec: Any) -> Metric | AttachedMetric:
+    """A metric config, optionally with logging options under ``log``, e.g.
+    ``{"name": "recall", "k": 5, "log": {"name": "r5", "stages": ["train", "validation"]}}``."""
+    if isinstance(spec, Mapping) and "log" in spec:
+        options = spec["log"]
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"a metric's 'log' entry is a table of AttachedMetric options, got {options!r}")
+        metric = build_component("metrics", {k: v for k, v in spec.items() if k != "log"}, Metric)
+        options = dict(options)
+        unknown = sorted(set(options) - {"name", "stages", "prog_bar", "on_step", "on_epoch"})
+        if unknown:
+            raise ConfigError(
+                f"unknown metric 'log' option(s) {unknown}; the options are: name, stages, prog_bar, on_step, on_epoch"
+            )
+        return AttachedMetric(options.pop("name", metric.name), metric, **options)
+    return build_component("metrics", spec, Metric)

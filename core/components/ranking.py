@@ -1,18 +1,24 @@
-"""The ranking engine: which candidates are relevant to which query, and the nearest candidates
-of a block of queries in a deterministic order.
+"""The ranking engine: which candidates are relevant to which query, the nearest candidates of
+a block of queries in a deterministic order, and the driver that scores metrics block by block.
 
-Every retrieval score in simplug is computed here. Rankings are deterministic: candidates are
-ordered by distance and, among equal distances, by their index in the data set (a stable sort).
-A query never retrieves itself.
+Every retrieval score in simplug is computed here (``Metric.compute``, the ``Evaluator``, the
+held-out table of ``simplug train``, ``simplug evaluate`` and the baselines), so one protocol
+gives one number whichever path asks for it:
+
+- candidates are ordered by distance and, among equal distances, by their index (a stable
+  sort): equal distance -> lower candidate index first;
+- when queries are themselves candidates (a set scored against itself, ``exclude_self``), a
+  query's own entry is removed from its candidates: from the ranking and from the relevant set;
+- a query with no relevant candidate is left out of every mean;
+- each block is ranked once, at the largest depth any metric needs.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
-from simplug.errors import DataError
-
+from simplug.errors import ConfigError, DataError
 
 
 # ---------------------------------------------------------------------------- relevance
@@ -64,11 +70,6 @@ class Relevance:
         return rel
 
 
-def relevance_matrix(targets: Mapping[str, Any], n: int, device: torch.device | None = None) -> torch.Tensor:
-    """Boolean ``(n, n)``: ``[i, j]`` is True when object ``j`` is a relevant answer to query ``i``."""
-    return Relevance(targets, n).block(torch.arange(n)).to(device)
-
-
 def nearest(distances: torch.Tensor, depth: int) -> torch.Tensor:
     """Indices of the ``depth`` nearest candidates of each row, nearest first, ties broken
     by index: exactly the first ``depth`` columns of a stable argsort, without sorting rows."""
@@ -88,35 +89,66 @@ def nearest(distances: torch.Tensor, depth: int) -> torch.Tensor:
     return chosen.gather(1, order)
 
 
+
+
 class QueryBlock:
     """Distances from a block of queries to every candidate, and what a metric needs from
-    them: the relevance of the nearest candidates in rank order, the number of relevant
-    objects ``R`` of each query and the rank of its first relevant object.
+    them: the nearest candidates in rank order and their relevance, the number of relevant
+    candidates ``R`` of each query and the rank of its first relevant candidate.
 
-    ``distances[i, queries[i]]`` is set to ``inf`` (in place: the block owns ``distances``)
-    so a query never retrieves itself.
+    ``self_columns``: when the queries are themselves candidates, the column of each query's
+    own entry. It is removed from the ranking (its distance is set to ``inf``, in place: the
+    block owns ``distances``) and from the relevant set, and ``n_candidates`` does not count
+    it. ``None`` when queries and candidates are different sets.
+
+    ``query_groups`` / ``candidate_groups``: group labels when relevance means "same group"
+    (for metrics that vote by group, e.g. kNN accuracy); ``None`` otherwise.
     """
 
-    def __init__(self, distances: torch.Tensor, relevance: torch.Tensor, queries: torch.Tensor):
+    def __init__(
+        self,
+        distances: torch.Tensor,
+        relevance: torch.Tensor,
+        self_columns: torch.Tensor | None = None,
+        query_groups: torch.Tensor | None = None,
+        candidate_groups: torch.Tensor | None = None,
+    ):
         if not torch.isfinite(distances).all():
             raise DataError(
                 "the distances contain NaN or inf (e.g. a zero-length embedding under the cosine "
                 "distance); check the model's embeddings"
             )
+        if relevance.shape != distances.shape:
+            raise DataError(f"relevance of shape {tuple(relevance.shape)} does not fit distances of shape {tuple(distances.shape)}")
+        device = distances.device
         self.distances = distances
-        rows = torch.arange(len(queries), device=distances.device)
-        self.distances[rows, queries.to(distances.device)] = float("inf")
-        self.relevance = relevance.to(distances.device)
-        self.queries = queries
+        self.relevance = relevance.to(device=device, dtype=torch.bool, copy=True)
+        self.n_candidates = distances.shape[1]
+        self.queries = self_columns
+        if self_columns is not None:
+            rows = torch.arange(len(self_columns), device=device)
+            columns = self_columns.to(device)
+            self.distances[rows, columns] = float("inf")
+            self.relevance[rows, columns] = False
+            self.n_candidates -= 1
         self.n_relevant = self.relevance.sum(dim=1)
-        self.n_candidates = distances.shape[1] - 1
+        self.query_groups = None if query_groups is None else query_groups.to(device)
+        self.candidate_groups = None if candidate_groups is None else candidate_groups.to(device)
+        self._nearest: torch.Tensor | None = None
         self._ranked: torch.Tensor | None = None
 
     def prepare(self, depth: int) -> None:
         """Rank the ``depth`` nearest candidates once for every metric of this block."""
         depth = min(depth, self.n_candidates)
-        if self._ranked is None or self._ranked.shape[1] < depth:
-            self._ranked = self.relevance.gather(1, nearest(self.distances, depth))
+        if self._nearest is None or self._nearest.shape[1] < depth:
+            self._nearest = nearest(self.distances, depth)
+            self._ranked = self.relevance.gather(1, self._nearest)
+
+    def ranked_indices(self, depth: int) -> torch.Tensor:
+        """``(block, depth)`` candidate indices, nearest first."""
+        self.prepare(depth)
+        assert self._nearest is not None
+        return self._nearest[:, :depth]
 
     def ranked_relevance(self, depth: int) -> torch.Tensor:
         """Boolean ``(block, depth)``: is the i-th nearest candidate relevant."""
@@ -125,14 +157,97 @@ class QueryBlock:
         return self._ranked[:, :depth]
 
     def first_relevant_rank(self) -> torch.Tensor:
-        """1-based rank of each query's first relevant object (in the stable order)."""
+        """1-based rank of each query's first relevant candidate (in the stable order)."""
         big = torch.finfo(self.distances.dtype).max
         d_rel = torch.where(self.relevance, self.distances, torch.full_like(self.distances, big))
         best = d_rel.min(dim=1, keepdim=True).values
-        # the first relevant object in stable order: the lowest index among those at ``best``
+        # the first relevant candidate in stable order: the lowest index among those at ``best``
         index = torch.arange(self.distances.shape[1], device=self.distances.device).expand_as(self.distances)
-        first = torch.where(self.relevance & (self.distances == best), index, self.distances.shape[1]).min(dim=1, keepdim=True).values
+        at_best = self.relevance & (self.distances == best)
+        first = torch.where(at_best, index, self.distances.shape[1]).min(dim=1, keepdim=True).values
         ahead = (self.distances < best) | ((self.distances == best) & (index < first))
         return ahead.sum(dim=1) + 1
 
 
+# ---------------------------------------------------------------------------- the block driver
+def score_blocks(
+    metrics: Mapping[str, Any],
+    queries: torch.Tensor,
+    distances_of: Callable[[torch.Tensor], torch.Tensor],
+    relevance_of: Callable[[torch.Tensor], torch.Tensor],
+    exclude_self: bool = False,
+    query_groups: torch.Tensor | None = None,
+    candidate_groups: torch.Tensor | None = None,
+    block_size: int = 1024,
+) -> dict[str, float]:
+    """Mean value of each metric (``{result name: Metric}``) over ``queries``, ranked block by block.
+
+    ``queries``: query indices (a 1-d long tensor). ``distances_of(rows)`` gives the
+    ``(len(rows), n_candidates)`` distances of query indices ``rows``, ``relevance_of(rows)``
+    their boolean relevance. ``exclude_self``: queries and candidates are one set, query ``i``
+    being candidate ``i``. ``query_groups`` (indexed like the queries) and
+    ``candidate_groups``: group labels, for metrics that vote by group.
+
+    Queries with no relevant candidate are left out; every value is NaN when no query is left.
+    Each block is ranked once, at the largest depth of any metric, so at most one
+    ``(block_size, n_candidates)`` distance matrix exists at a time.
+    """
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ConfigError(f"block_size must be a positive int, got {block_size!r}")
+    queries = torch.as_tensor(queries, dtype=torch.long).cpu().reshape(-1)
+    # per-query values, averaged once at the end: the result does not depend on the block size
+    values: dict[str, list[torch.Tensor]] = {key: [] for key in metrics}
+    for start in range(0, len(queries), block_size):
+        rows = queries[start : start + block_size]
+        relevance = relevance_of(rows).to(device="cpu", dtype=torch.bool, copy=True)
+        if exclude_self:
+            relevance[torch.arange(len(rows)), rows] = False
+        keep = relevance.any(dim=1)
+        if not keep.any():
+            continue
+        rows, relevance = rows[keep], relevance[keep]
+        block = QueryBlock(
+            distances_of(rows),
+            relevance,
+            rows if exclude_self else None,
+            query_groups=None if query_groups is None else torch.as_tensor(query_groups)[rows],
+            candidate_groups=candidate_groups,
+        )
+        block.prepare(max((metric.depth(block) for metric in metrics.values()), default=0))
+        for key, metric in metrics.items():
+            per_query = metric.per_query(block)
+            if not isinstance(per_query, torch.Tensor) or tuple(per_query.shape) != (len(rows),):
+                got = tuple(per_query.shape) if isinstance(per_query, torch.Tensor) else type(per_query).__name__
+                raise DataError(f"{key}: per_query(block) returned {got} for a block of {len(rows)} queries; it must "
+                                f"return one value per query, shape ({len(rows)},)")
+            values[key].append(per_query.double().cpu())
+        del block
+    if not any(values.values()):
+        return {key: float("nan") for key in metrics}
+    return {key: float(torch.cat(v).mean()) for key, v in values.items()}
+
+
+def score_embeddings(
+    metrics: Mapping[str, Any],
+    query_embeddings: torch.Tensor,
+    candidate_embeddings: torch.Tensor,
+    distance: Any,
+    relevance_of: Callable[[torch.Tensor], torch.Tensor],
+    queries: torch.Tensor | None = None,
+    exclude_self: bool = False,
+    query_groups: torch.Tensor | None = None,
+    candidate_groups: torch.Tensor | None = None,
+    block_size: int = 1024,
+) -> dict[str, float]:
+    """:func:`score_blocks` with distances from embeddings under ``distance`` (a ``Distance``).
+    ``queries``: the rows of ``query_embeddings`` that are queries (default: all)."""
+    query_embeddings = query_embeddings.detach()
+    candidate_embeddings = candidate_embeddings.detach()
+    if queries is None:
+        queries = torch.arange(query_embeddings.shape[0])
+
+    def distances_of(rows: torch.Tensor) -> torch.Tensor:
+        return distance.distance_matrix(query_embeddings[rows.to(query_embeddings.device)], candidate_embeddings)
+
+    return score_blocks(metrics, queries, distances_of, relevance_of, exclude_self=exclude_self,
+                        query_groups=query_groups, candidate_groups=candidate_groups, block_size=block_size)

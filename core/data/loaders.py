@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from simplug.errors import DataError
+from simplug.registry.building import positive_int
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
 
@@ -35,6 +36,8 @@ class SimilarityDataLoader(DataLoader):
             raise DataError(
                 f"{type(self).__name__} builds its own batches; give the encoder a collate function instead"
             )
+        if kwargs.get("batch_size") is not None:
+            kwargs["batch_size"] = positive_int(kwargs["batch_size"], f"{type(self).__name__} batch_size", error=DataError)
         if hasattr(dataset, "__len__"):
             if len(dataset) == 0:
                 raise DataError(f"{type(self).__name__} got an empty data set; give it at least one {self.sample_type.__name__}")
@@ -162,16 +165,10 @@ class GroupBalancedBatchSampler:
     ):
         if group_sampling not in ("uniform", "proportional"):
             raise DataError(f"group_sampling must be 'uniform' or 'proportional', got {group_sampling!r}")
-        if not isinstance(m_per_group, int) or m_per_group < 2:
-            raise DataError(
-                f"m_per_group must be an int >= 2 (a batch needs two items of a group to hold a "
-                f"positive pair), got {m_per_group!r}"
-            )
-        if not isinstance(batch_size, int) or batch_size < 2 * m_per_group:
-            raise DataError(
-                f"batch_size={batch_size!r} leaves room for fewer than two groups of "
-                f"m_per_group={m_per_group}: use batch_size >= {2 * m_per_group}"
-            )
+        m_per_group = positive_int(m_per_group, "m_per_group", minimum=2, error=DataError,
+                                   why="a batch needs two items of a group to hold a positive pair")
+        batch_size = positive_int(batch_size, "batch_size", minimum=2 * m_per_group, error=DataError,
+                                  why=f"a batch needs room for two groups of m_per_group={m_per_group}: use batch_size >= {2 * m_per_group}")
         groups_tensor = torch.as_tensor(list(groups), dtype=torch.long)
         self.m_per_group = m_per_group
         self.batch_size = batch_size

@@ -1,8 +1,37 @@
-"""Similarity samples: how users describe which objects are alike."""
+"""Similarity samples: how users describe which objects are alike.
+
+Samples check their numbers when they are made, so a bad one fails where it is written, not
+as a raw ``int()`` or a NaN loss once training has started.
+"""
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Sequence
+
+from simplug.errors import DataError
+
+
+def _whole_number(value: Any, what: str, hint: str) -> int:
+    """An int, a NumPy/torch integer scalar, or a float with no fraction (3.0); nothing else."""
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        raise DataError(f"{what} must be an int, got {value!r}; {hint}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    try:
+        index = value.__index__()  # NumPy and torch integer scalars
+    except (AttributeError, TypeError, RuntimeError, ValueError):
+        index = None
+    if index is not None:
+        return int(index)
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise DataError(f"{what} must be an int, got {type(value).__name__} {value!r}; {hint}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise DataError(f"{what} must be a whole number, got {value!r}; {hint}")
+    return int(number)
 
 
 @dataclass
@@ -19,6 +48,19 @@ class SimilarityPairSample:
     score: float = 1.0
     subgroup: int = 0
 
+    def __post_init__(self) -> None:
+        try:
+            score = float(self.score)
+        except (TypeError, ValueError, RuntimeError):
+            raise DataError(
+                f"SimilarityPairSample score must be a number (1.0 similar, 0.0 dissimilar), got {self.score!r}"
+            ) from None
+        if not math.isfinite(score):
+            raise DataError(f"SimilarityPairSample score must be a finite number, got {self.score!r}")
+        self.score = score
+        self.subgroup = _whole_number(self.subgroup, "SimilarityPairSample subgroup",
+                                      "pairs in different subgroups are negatives of each other")
+
 
 @dataclass
 class SimilarityGroupSample:
@@ -26,6 +68,13 @@ class SimilarityGroupSample:
 
     obj: Any
     group: int
+
+    def __post_init__(self) -> None:
+        self.group = _whole_number(
+            self.group, "SimilarityGroupSample group",
+            "for labels such as names, let SimilarityGroupDataset(list of (obj, label)) number them, "
+            "or map each label to an int yourself (one table for every split of a data set)",
+        )
 
 
 class SimilarityGroupDataset(Sequence[SimilarityGroupSample]):

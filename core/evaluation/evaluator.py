@@ -6,15 +6,18 @@ data set of any size fits in memory as long as its embeddings do.
 """
 from __future__ import annotations
 
+import os
 import random
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from simplug.errors import ConfigError, DataError
-from simplug.training.attached_metrics import AttachedMetric
 from simplug.components.metric import Metric, PairScoreMetric
-from simplug.components.ranking import QueryBlock, Relevance
+from simplug.components.ranking import Relevance, score_embeddings
+from simplug.evaluation.retrieval import ObjectIndex
+from simplug.model.similarity_model import SimilarityModel
+from simplug.registry.building import build_component
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
 
@@ -73,9 +76,9 @@ class GroupSampler(Sampler):
 
 class PairSampler(Sampler):
     """Both sides of ``SimilarityPairSample`` data; the two sides of a positively scored pair
-    are relevant to each other. With ``deduplicate`` (default) equal hashable objects (the
-    same text in several pairs) become one candidate, so a copy of the query is not counted
-    as a wrong answer; unhashable objects (tensors) are kept as they are."""
+    are relevant to each other. With ``deduplicate`` (default) equal objects (the same text,
+    or equal tensors, in several pairs) become one candidate, so a copy of the query is not
+    counted as a wrong answer."""
 
     sample_type = SimilarityPairSample
 
@@ -85,18 +88,12 @@ class PairSampler(Sampler):
 
     def sample(self, dataset: Sequence[Any]) -> tuple[list[Any], dict[str, torch.Tensor]]:
         samples = self.draw(dataset)
-        objects: list[Any] = []
-        seen: dict[Any, int] = {}
+        index = ObjectIndex()
+        objects: list[Any] = index.objects
 
         def index_of(obj: Any) -> int:
             if self.deduplicate:
-                try:
-                    key = (type(obj), obj)
-                    if key in seen:
-                        return seen[key]
-                    seen[key] = len(objects)
-                except TypeError:  # unhashable: cannot tell copies apart cheaply
-                    pass
+                return index.add(obj)
             objects.append(obj)
             return len(objects) - 1
 
@@ -123,10 +120,6 @@ def default_sampler(dataset: Sequence[Any], encode_batch_size: int = 64) -> Samp
 
 def resolve_model(model: Any, trust_local_code: bool = False) -> Any:
     """A SimilarityModel from a saved model path, a SimilarityModel or a TrainableModel."""
-    import os
-
-    from simplug.model.similarity_model import SimilarityModel
-
     if isinstance(model, (str, os.PathLike)):
         return SimilarityModel.load(os.fspath(model), trust_local_code=trust_local_code)
     inner = getattr(model, "model", model)
@@ -135,6 +128,14 @@ def resolve_model(model: Any, trust_local_code: bool = False) -> Any:
             f"evaluate takes a saved model path, a SimilarityModel or a TrainableModel, got {type(model).__name__}"
         )
     return inner
+
+
+def _attached(spec: Any) -> tuple[str, Metric] | None:
+    """``(name, metric)`` of an ``AttachedMetric`` (training's named metric), else None. Read by
+    its attributes: evaluation sits below training and does not import it."""
+    metric = getattr(spec, "metric", None)
+    name = getattr(spec, "name", None)
+    return (name, metric) if isinstance(metric, Metric) and isinstance(name, str) else None
 
 
 class Evaluator:
@@ -153,22 +154,20 @@ class Evaluator:
         block_size: int = 1024,
         batch_size: int | None = None,
     ):
-        from simplug.registry.building import build_component
-
         if isinstance(metrics, Mapping) and "name" not in metrics:
             named = dict(metrics)
         else:
-            if isinstance(metrics, (Metric, AttachedMetric, str, Mapping)):
+            if isinstance(metrics, (Metric, str, Mapping)) or _attached(metrics) is not None:
                 metrics = [metrics]
             named = {}
             for spec in metrics:
-                key = spec.name if isinstance(spec, AttachedMetric) else None
-                metric = spec.metric if isinstance(spec, AttachedMetric) else build_component("metrics", spec, Metric)
-                named[key or metric.name] = metric
-        self.metrics: dict[str, Metric] = {
-            key: (m.metric if isinstance(m, AttachedMetric) else build_component("metrics", m, Metric))
-            for key, m in named.items()
-        }
+                attached = _attached(spec)
+                metric = attached[1] if attached else build_component("metrics", spec, Metric)
+                named[attached[0] if attached else metric.name] = metric
+        self.metrics: dict[str, Metric] = {}
+        for key, spec in named.items():
+            attached = _attached(spec)
+            self.metrics[key] = attached[1] if attached else build_component("metrics", spec, Metric)
         if not self.metrics:
             raise ConfigError("the Evaluator needs at least one metric")
         if sampler is not None and not isinstance(sampler, Sampler):
@@ -224,21 +223,18 @@ class Evaluator:
 
     def _retrieval(self, metrics: dict[str, Metric], embeddings: torch.Tensor, targets: Mapping[str, Any]) -> dict[str, float]:
         relevance = Relevance(targets, embeddings.shape[0])
-        queries = relevance.queries
-        if len(queries) == 0:
+        if len(relevance.queries) == 0:
             raise DataError("no object of the evaluation data has a relevant object (a group of 2 or more, or a positive pair)")
-        by_distance: dict[str, list[str]] = {}
+        by_distance: dict[str, dict[str, Metric]] = {}
         for key, metric in metrics.items():
-            by_distance.setdefault(metric.distance_metric_name if isinstance(metric.distance_metric_name, str) else repr(metric.distance), []).append(key)
-        values: dict[str, list[torch.Tensor]] = {key: [] for key in metrics}
-        for start in range(0, len(queries), self.block_size):
-            block_queries = queries[start : start + self.block_size]
-            rel = relevance.block(block_queries)
-            for keys in by_distance.values():
-                distance = metrics[keys[0]].distance
-                block = QueryBlock(distance.distance_matrix(embeddings[block_queries], embeddings), rel, block_queries)
-                block.prepare(max(metrics[k].depth(block) for k in keys))
-                for key in keys:
-                    values[key].append(metrics[key].per_query(block).double().cpu())
-                del block
-        return {key: float(torch.cat(v).mean()) for key, v in values.items()}
+            name = metric.distance_metric_name if isinstance(metric.distance_metric_name, str) else repr(metric.distance)
+            by_distance.setdefault(name, {})[key] = metric
+        results: dict[str, float] = {}
+        for group in by_distance.values():
+            # one ranking of each block serves every metric of this distance
+            results.update(score_embeddings(
+                group, embeddings, embeddings, next(iter(group.values())).distance, relevance.block,
+                queries=relevance.queries, exclude_self=True, query_groups=relevance.groups,
+                candidate_groups=relevance.groups, block_size=self.block_size,
+            ))
+        return results

@@ -12,6 +12,7 @@ from simplug.model.local_code import (
     resolve_local_ref,
 )
 from simplug.registry import singular_kind
+from simplug.registry.registry import installed_version
 
 
 def describe_component(registry: Any, kind: str, component: Any, role: str) -> dict[str, Any]:
@@ -32,17 +33,6 @@ def describe_component(registry: Any, kind: str, component: Any, role: str) -> d
         }
     entry["config"] = config
     return entry
-
-
-def installed_version(distribution: str) -> str | None:
-    try:
-        import importlib_metadata as metadata
-    except ImportError:  # pragma: no cover
-        from importlib import metadata  # type: ignore[no-redef]
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _shell_argument(text: str) -> str:

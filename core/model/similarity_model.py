@@ -62,6 +62,24 @@ def move_to_device(obj: Any, device: torch.device | str) -> Any:
     return obj
 
 
+#: a function from a list of records to a batch (the name Quaterion users know)
+CollateFnType = Callable[[Sequence[Any]], dict[str, Any]]
+
+
+class ModelCollate:
+    """Each encoder's collate over the same records, plus what a routing head reads from them.
+    A class, not a closure, so that it pickles into ``spawn``-started loader workers."""
+
+    def __init__(self, collates: Mapping[str, Callable[[list[Any]], Any]],
+                 prepare: Callable[[list[Any]], tuple[list[Any], dict[str, Any]]] | None = None):
+        self.collates = dict(collates)
+        self.prepare = prepare
+
+    def __call__(self, records: Sequence[Any]) -> dict[str, Any]:
+        records, extra = self.prepare(list(records)) if self.prepare is not None else (list(records), {})
+        return {**{key: fn(records) for key, fn in self.collates.items()}, **extra}
+
+
 class SimilarityModel(nn.Module):
     """One encoder or several named encoders, their outputs concatenated (in sorted key
     order), then the head.
@@ -136,15 +154,12 @@ class SimilarityModel(nn.Module):
     def embedding_size(self) -> int:
         return next(iter(self.heads.values())).output_size
 
-    def get_collate_fn(self) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    def get_collate_fn(self) -> "CollateFnType":
+        """A picklable function from records to a batch: loader workers started with ``spawn``
+        (the default on macOS and Windows) receive it by pickling."""
         collates = {key: encoder.get_collate_fn() for key, encoder in self.encoders.items()}
         prepare = self.head.prepare_records if self.head is not None and self.head.reads_batch else None
-
-        def collate(records: Sequence[Any]) -> dict[str, Any]:
-            records, extra = prepare(list(records)) if prepare is not None else (list(records), {})
-            return {**{key: fn(records) for key, fn in collates.items()}, **extra}
-
-        return collate
+        return ModelCollate(collates, prepare)
 
     def encoder_embeddings(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """The encoders' outputs, concatenated; frozen encoders run without gradients."""
@@ -291,6 +306,7 @@ class SimilarityModel(nn.Module):
                 entry["trainable"] = encoder.trainable
                 entry["embedding_size"] = encoder.embedding_size
                 entry["requires"] = list(getattr(type(encoder), "requires", ()))
+                os.makedirs(os.path.join(tmp, rel), exist_ok=True)  # encoders may expect their folder to exist
                 encoder.save(os.path.join(tmp, rel))
                 components.append(entry)
             if self.side_heads is None:

@@ -3,10 +3,22 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 from typing import Any, Callable, Mapping
 
 from simplug.errors import ConfigError, SimplugError
 from simplug.registry import singular_kind
+from simplug.registry.registry import get_registry
+
+
+def positive_int(value: Any, name: str, minimum: int = 1, error: type[Exception] = ConfigError, why: str = "") -> int:
+    """``value`` as an int, when it is a whole number (not a bool, not 2.0) of at least
+    ``minimum``; otherwise ``error`` naming ``name``, the value and what is allowed. The one
+    check behind every "must be a positive int" argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        allowed = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise error(f"{name} must be {allowed}{f' ({why})' if why else ''}, got {value!r}")
+    return int(value)
 
 
 def check_arguments(target: Callable[..., Any], args: Mapping[str, Any], what: str, skip: tuple[str, ...] = ()) -> None:
@@ -53,8 +65,6 @@ def build_component(kind: str, spec: Any, base: type, registry: Any = None, **ex
     if isinstance(spec, base):
         return spec
     if registry is None:
-        from simplug.registry import get_registry
-
         registry = get_registry()
     name, args = split_spec(spec, kind)
     cls = registry.resolve(kind, name)

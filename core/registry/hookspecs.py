@@ -1,53 +1,37 @@
-"""The plugin contract: one hook per component kind.
+"""The plugin contract: one hook per component kind (see ``simplug.registry.kinds``).
 
 A plugin module implements any of these with ``@hookimpl`` and calls
-``register(name, target, summary="...")`` for each component it provides.
+``register(name, target, summary="...")`` for each component it provides, e.g.::
+
+    @hookimpl
+    def register_heads(register):
+        register("my_head", "my_package.head:MyHead", summary="...")
+
 ``target`` is the class itself or a lazy ``"module:attr"`` string, imported on first use.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import pluggy
+
+from simplug.registry.kinds import KINDS, Kind
 
 PROJECT = "simplug"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-# kind name (as shown by `simplug list`) -> hook name
-KINDS = {
-    "encoders": "register_encoders",
-    "heads": "register_heads",
-    "losses": "register_losses",
-    "distances": "register_distances",
-    "metrics": "register_metrics",
-    "cache_backends": "register_cache_backends",
-}
+
+def _spec(kind: Kind) -> Callable[..., Any]:
+    def spec(register):  # type: ignore[no-untyped-def]  # the signature plugins must match
+        ...
+
+    spec.__name__ = spec.__qualname__ = kind.hook
+    spec.__doc__ = f"Register {kind.name}: {kind.description} (subclasses of ``{kind.base.replace(':', '.')}``)."
+    return hookspec(spec)
 
 
-@hookspec
-def register_encoders(register):
-    """Register encoders: objects turned into embeddings (subclasses of ``simplug.Encoder``)."""
+for _kind in KINDS:
+    globals()[_kind.hook] = _spec(_kind)
 
-
-@hookspec
-def register_heads(register):
-    """Register heads: small trainable layers on top of encoders (``simplug.EncoderHead``)."""
-
-
-@hookspec
-def register_losses(register):
-    """Register similarity losses (``simplug.PairwiseLoss`` or ``simplug.GroupLoss``)."""
-
-
-@hookspec
-def register_distances(register):
-    """Register distances (``simplug.Distance``)."""
-
-
-@hookspec
-def register_metrics(register):
-    """Register evaluation metrics (``simplug.PairMetric`` / ``simplug.GroupMetric``)."""
-
-
-@hookspec
-def register_cache_backends(register):
-    """Register embedding cache backends (``simplug.CacheBackend``)."""
+HOOKS: dict[str, str] = {kind.name: kind.hook for kind in KINDS}

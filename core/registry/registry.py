@@ -7,20 +7,23 @@ and never imports torch on its own.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
+import io
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterator
 
 import pluggy
 
-from simplug.registry import hookspecs
+from simplug.registry import hookspecs, kinds
 from simplug.errors import (
     AmbiguousComponentError,
     ComponentNotFoundError,
@@ -39,33 +42,23 @@ ENTRY_POINT_GROUP = "simplug"
 BUILTIN_DISTRIBUTION = "simplug"
 LOCAL_DISTRIBUTION = "<local>"
 
-_KIND_ALIASES = {
-    "encoder": "encoders",
-    "head": "heads",
-    "loss": "losses",
-    "distance": "distances",
-    "metric": "metrics",
-    "cache": "cache_backends",
-    "cache_backend": "cache_backends",
-    "caches": "cache_backends",
-}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]*$")
 
 
 def normalize_kind(kind: str) -> str:
     """Accept singular and plural spellings: ``head`` and ``heads`` are the same kind."""
     key = kind.strip().lower().replace("-", "_")
-    key = _KIND_ALIASES.get(key, key)
-    if key not in hookspecs.KINDS:
+    key = kinds.ALIASES.get(key, key)
+    if key not in kinds.BY_NAME:
         raise ComponentNotFoundError(
-            f"unknown component kind {kind!r}; kinds are: {', '.join(hookspecs.KINDS)}"
+            f"unknown component kind {kind!r}; kinds are: {', '.join(kinds.NAMES)}"
         )
     return key
 
 
 def singular_kind(kind: str) -> str:
     """``heads`` -> ``head``, ``losses`` -> ``loss``: for messages about one component."""
-    return "loss" if kind == "losses" else kind[:-1]
+    return kinds.BY_NAME[kind].singular if kind in kinds.BY_NAME else kind
 
 
 def normalize_distribution(name: str) -> str:
@@ -82,6 +75,127 @@ def import_target(target: str) -> Any:
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+# ---------------------------------------------------------------------- running plugin code
+# A plugin's import and hooks are someone else's code running inside our command. Whatever it
+# does there must not end the command or corrupt its output (``simplug list --json`` prints JSON
+# on stdout): sys.exit() or a KeyboardInterrupt of its own makes the plugin broken, like any
+# exception; what it prints is kept off stdout and logged as a warning (rude, not broken). A
+# real Ctrl-C during that time must still stop the command, so a KeyboardInterrupt is told
+# apart from one the plugin raised by a SIGINT handler that notes the real signal. (The fd-level
+# redirect is process-wide: another thread's writes to fd 1 during a plugin's import go to
+# stderr too.)
+
+
+class _InterruptWatch:
+    """Whether a real SIGINT arrived while plugin code ran (see ``_interrupt_watch``)."""
+
+    def __init__(self, installed: bool, main_thread: bool) -> None:
+        self.installed = installed
+        self.main_thread = main_thread
+        self.signalled = False
+
+    def is_real(self, exc: BaseException) -> bool:
+        """Was this KeyboardInterrupt a Ctrl-C, rather than raised by the plugin's code?"""
+        if not isinstance(exc, KeyboardInterrupt):
+            return False
+        if not self.main_thread:
+            return False  # Python delivers signals to the main thread only: another thread's is code
+        if not self.installed:
+            return True  # cannot tell: treat it as the user's, and stop
+        return self.signalled
+
+
+_active_watch: _InterruptWatch | None = None
+
+
+@contextlib.contextmanager
+def _interrupt_watch() -> Iterator[_InterruptWatch]:
+    """Note real SIGINTs (the previous handler still runs) while plugin code runs; nested uses
+    share the outermost watch. A real Ctrl-C that a plugin swallowed is raised again at the end."""
+    global _active_watch
+    if threading.current_thread() is not threading.main_thread():
+        yield _InterruptWatch(installed=False, main_thread=False)
+        return
+    if _active_watch is not None:
+        yield _active_watch
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler installed outside Python: leave it alone
+        yield _InterruptWatch(installed=False, main_thread=True)
+        return
+    watch = _InterruptWatch(installed=True, main_thread=True)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        watch.signalled = True
+        if previous is signal.SIG_IGN:
+            return
+        if callable(previous):
+            previous(signum, frame)  # Python's default raises KeyboardInterrupt here
+            return
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # SIG_DFL: end the process as it would have
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    _active_watch = watch
+    try:
+        yield watch
+    finally:
+        _active_watch = None
+        signal.signal(signal.SIGINT, previous)
+    if watch.signalled and previous is signal.default_int_handler:
+        raise KeyboardInterrupt  # a plugin caught the user's Ctrl-C: the command still stops
+
+
+@contextlib.contextmanager
+def _stdout_kept_clean(label: str) -> Iterator[None]:
+    """Plugin code's stdout goes to a buffer, logged as a warning (Python-level writes), or to
+    stderr (writes to file descriptor 1, e.g. from a subprocess), never to our stdout."""
+    buffer = io.StringIO()
+    saved_fd = None
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()  # what we printed before stays before
+        saved_fd = os.dup(1)
+        os.dup2(2, 1)
+    except (OSError, ValueError):  # no fd 1 or 2 (a daemon, a closed stream): Python-level only
+        if saved_fd is not None:
+            os.close(saved_fd)
+        saved_fd = None
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        if saved_fd is not None:
+            os.dup2(saved_fd, 1)
+            os.close(saved_fd)
+        text = buffer.getvalue().strip()
+        if text:
+            if len(text) > 2000:
+                text = text[:2000] + " ..."
+            log.warning("%s wrote to standard output while loading; it was kept off stdout: %s", label, text)
+
+
+def _run_plugin_code(label: str, call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """``(call(), None)``, or ``(None, error)`` for anything the plugin's code raised — also
+    SystemExit and a KeyboardInterrupt of its own. A real Ctrl-C propagates."""
+    with _interrupt_watch() as watch, _stdout_kept_clean(label):
+        try:
+            return call(), None
+        except BaseException as exc:  # noqa: BLE001 - plugin code may raise anything; none of it ends us
+            if watch.is_real(exc):
+                raise
+            return None, exc
+
+
+def _what_it_did(exc: BaseException) -> str:
+    """What a plugin's code did, in words: ``called sys.exit(0)``, ``raised ValueError: ...``."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r}) (a plugin must raise an exception, never exit the program)"
+    if isinstance(exc, KeyboardInterrupt):
+        return "raised KeyboardInterrupt itself (no Ctrl-C was pressed)"
+    return f"raised {type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -131,19 +245,33 @@ class ComponentRecord:
         """Import the component's class on first use."""
         if self._loaded is None:
             if isinstance(self.target, str):
-                try:
-                    self._loaded = import_target(self.target)
-                except Exception as exc:
+                label = f"{singular_kind(self.kind)} {self.name!r} from {self.distribution} {self.version}"
+                loaded, exc = _run_plugin_code(label, lambda: import_target(self.target))
+                if exc is not None:
                     raise PluginError(
-                        f"{singular_kind(self.kind)} {self.name!r} "
-                        f"from {self.distribution} {self.version} could not be imported "
-                        f"({self.target}): {type(exc).__name__}: {exc}. Reinstall or upgrade "
-                        f"that distribution, or disable it with SIMPLUG_DISABLE_PLUGINS="
+                        f"{label} could not be imported ({self.target}): its import {_what_it_did(exc)}. "
+                        f"Reinstall or upgrade that distribution, or disable it with SIMPLUG_DISABLE_PLUGINS="
                         f"{self.distribution}."
                     ) from exc
+                self._loaded = loaded
             else:
                 self._loaded = self.target
+            self._check_base(self._loaded)
         return self._loaded
+
+    def _check_base(self, loaded: Any) -> None:
+        """A registered class must subclass its kind's base (a factory function is taken on trust)."""
+        if not inspect.isclass(loaded):
+            return
+        base = import_target(kinds.BY_NAME[self.kind].base)
+        if not issubclass(loaded, base):
+            self._loaded = None
+            raise PluginError(
+                f"{singular_kind(self.kind)} {self.name!r} from {self.distribution} {self.version} is "
+                f"{loaded.__module__}.{loaded.__qualname__}, which does not subclass "
+                f"{base.__module__}.{base.__qualname__}; every registered {singular_kind(self.kind)} must. "
+                f"Fix the plugin, or disable it with SIMPLUG_DISABLE_PLUGINS={self.distribution}."
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -197,7 +325,7 @@ class Registry:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         self._plugins: dict[str, PluginInfo] = {}
-        self._components: dict[str, dict[str, list[ComponentRecord]]] = {k: {} for k in hookspecs.KINDS}
+        self._components: dict[str, dict[str, list[ComponentRecord]]] = {k: {} for k in kinds.NAMES}
         self._lock = threading.RLock()
         self._discovered = False
         if autoload:
@@ -205,7 +333,8 @@ class Registry:
 
     # ------------------------------------------------------------------ discovery
     @staticmethod
-    def _entry_points() -> list[Any]:
+    def entry_points() -> list[Any]:
+        """The installed entry points of the ``simplug`` group, each distribution once."""
         seen: set[tuple[str, str]] = set()
         result = []
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -221,8 +350,8 @@ class Registry:
         """Load every installed plugin, honouring SIMPLUG_LOAD_PLUGINS / SIMPLUG_DISABLE_PLUGINS."""
         only = _env_list("SIMPLUG_LOAD_PLUGINS")
         disabled = _env_list("SIMPLUG_DISABLE_PLUGINS") or set()
-        with self._lock:
-            for ep in self._entry_points():
+        with self._lock, _interrupt_watch():  # one SIGINT handler for the whole discovery
+            for ep in self.entry_points():
                 dist_name = ep.dist.metadata["Name"] if ep.dist is not None else LOCAL_DISTRIBUTION
                 norm = normalize_distribution(dist_name)
                 allowed = norm == BUILTIN_DISTRIBUTION or only is None or norm in only
@@ -240,7 +369,7 @@ class Registry:
             key = f"{norm}:{name}"
             if key in self._plugins and self._plugins[key].status == "ok":
                 return self._plugins[key]
-            for ep in self._entry_points():
+            for ep in self.entry_points():
                 dist_name = ep.dist.metadata["Name"] if ep.dist is not None else LOCAL_DISTRIBUTION
                 if normalize_distribution(dist_name) == norm and ep.name == name:
                     info = self._load_entry_point(ep, dist_name, force_strict=True)
@@ -259,12 +388,16 @@ class Registry:
 
     def _load_entry_point(self, ep: Any, dist_name: str, force_strict: bool = False) -> PluginInfo:
         info = self._record_plugin(ep, dist_name)
-        try:
-            module = ep.load()
-        except Exception as exc:
-            return self._broken(info, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}", exc, force_strict)
-        self._register_module(module, info, force_strict)
+        with _interrupt_watch():
+            module, exc = _run_plugin_code(self._label(info), ep.load)
+            if exc is not None:
+                return self._broken(info, f"import of {ep.value!r} {_what_it_did(exc)}", exc, force_strict)
+            self._register_module(module, info, force_strict)
         return info
+
+    @staticmethod
+    def _label(info: PluginInfo) -> str:
+        return f"plugin {info.name!r} from {info.distribution} {info.version}".rstrip()
 
     def add_plugin(
         self,
@@ -275,7 +408,10 @@ class Registry:
     ) -> PluginInfo:
         """Register a module or object with hook implementations directly (tests, notebooks)."""
         if isinstance(plugin, str):
-            plugin = importlib.import_module(plugin)
+            module_name = plugin
+            plugin, exc = _run_plugin_code(f"plugin module {module_name!r}", lambda: importlib.import_module(module_name))
+            if exc is not None:
+                raise PluginError(f"plugin module {module_name!r} could not be imported: its import {_what_it_did(exc)}") from exc
         plugin_name = name or getattr(plugin, "__name__", type(plugin).__name__)
         module_name = getattr(plugin, "__name__", type(plugin).__qualname__)
         info = PluginInfo(name=plugin_name, module=module_name, distribution=distribution, version=version)
@@ -319,10 +455,10 @@ class Registry:
         unknown = []
         for attr in dir(module):
             opts = self._pm.parse_hookimpl_opts(module, attr)
-            if opts is not None and attr not in hookspecs.KINDS.values():
+            if opts is not None and attr not in hookspecs.HOOKS.values():
                 unknown.append(attr)
         if unknown:
-            expected = "; ".join(_hook_signature(h) for h in hookspecs.KINDS.values())
+            expected = "; ".join(_hook_signature(h) for h in hookspecs.HOOKS.values())
             self._broken(
                 info,
                 f"implements unknown hook(s) {', '.join(unknown)}; the hooks are: {expected}",
@@ -333,7 +469,7 @@ class Registry:
         wrong = [
             f"{attr}{inspect.signature(getattr(module, attr))} (expected {_hook_signature(attr)})"
             for attr in dir(module)
-            if attr in hookspecs.KINDS.values()
+            if attr in hookspecs.HOOKS.values()
             and self._pm.parse_hookimpl_opts(module, attr) is not None
             and not _takes_register_only(getattr(module, attr))
         ]
@@ -349,7 +485,7 @@ class Registry:
         except pluggy.PluginValidationError as exc:
             self._broken(info, f"invalid hook implementation: {exc}", exc, force_strict)
             return
-        for kind, hook_name in hookspecs.KINDS.items():
+        for kind, hook_name in hookspecs.HOOKS.items():
             caller = getattr(self._pm.hook, hook_name)
             for impl in caller.get_hookimpls():
                 if impl.plugin is not module:
@@ -357,10 +493,12 @@ class Registry:
                 if hook_name not in info.hooks:
                     info.hooks.append(hook_name)
                 register = self._make_register(kind, info)
-                try:
-                    impl.function(**{arg: register for arg in impl.argnames})
-                except Exception as exc:
-                    self._broken(info, f"{hook_name} raised {type(exc).__name__}: {exc}", exc, force_strict)
+                function, argnames = impl.function, impl.argnames
+                _, exc = _run_plugin_code(
+                    self._label(info), lambda: function(**{arg: register for arg in argnames})
+                )
+                if exc is not None:
+                    self._broken(info, f"{hook_name} {_what_it_did(exc)}", exc, force_strict)
                     return
 
     def _make_register(self, kind: str, info: PluginInfo) -> Callable[..., None]:
@@ -402,9 +540,9 @@ class Registry:
         return list(self._plugins.values())
 
     def components(self, kind: str | None = None) -> list[ComponentRecord]:
-        kinds = [normalize_kind(kind)] if kind else list(hookspecs.KINDS)
+        wanted = [normalize_kind(kind)] if kind else list(kinds.NAMES)
         out = []
-        for k in kinds:
+        for k in wanted:
             for name in sorted(self._components[k]):
                 out.extend(self._components[k][name])
         return out
@@ -499,12 +637,37 @@ def get_registry() -> Registry:
         return _default
 
 
-def reset_registry(registry: Registry | None = None) -> None:
-    """Drop (or replace) the process-wide registry, e.g. after installing a plugin."""
+def reset_registry(registry: Registry | None = None) -> Registry | None:
+    """Drop (or replace) the process-wide registry, e.g. after installing a plugin; returns the
+    one it replaced (``None`` when none was built yet), to put back later."""
     global _default
     with _default_lock:
-        _default = registry
+        previous, _default = _default, registry
+        return previous
 
 
-def iter_kinds() -> Iterable[str]:
-    return iter(hookspecs.KINDS)
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution``, or ``None`` when it is not installed."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+_packages: dict[str, list[str]] | None = None
+_looked_up: set[str] = set()
+
+
+def distribution_of_module(module_name: str) -> tuple[str | None, str | None]:
+    """The installed distribution (name, version) that provides a module, or ``(None, None)``."""
+    global _packages
+    top = module_name.split(".")[0]
+    # the scan is slow (~1 s): once, and again for a name it did not know (installed since)
+    if _packages is None or (top not in _packages and top not in _looked_up):
+        _packages = metadata.packages_distributions()
+        _looked_up.add(top)
+    names = _packages.get(top) or []
+    if not names:
+        return None, None
+    return names[0], installed_version(names[0])
+

@@ -14,11 +14,13 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from importlib.resources import files as package_files
 from string import Template
 
+import simplug
 from simplug.errors import ConfigError
 from simplug.registry import normalize_kind, singular_kind
-from simplug.scaffold.templates import COMPONENTS
+from simplug.registry.kinds import BY_NAME
 
 # PEP 508 distribution names: letters, digits, '-', '_', '.', starting and ending alphanumeric
 _DISTRIBUTION_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
@@ -65,7 +67,7 @@ def plugin_names(name: str, kind: str) -> dict[str, str]:
         )
     kind = normalize_kind(kind)
     component = package[len("simplug_"):] if package.startswith("simplug_") and package != "simplug_" else package
-    suffix = COMPONENTS[kind]["suffix"]
+    suffix = BY_NAME[kind].class_suffix
     camel = "".join(part[:1].upper() + part[1:] for part in component.split("_") if part)
     class_name = camel if camel.endswith(suffix) else camel + suffix
     return {
@@ -75,15 +77,14 @@ def plugin_names(name: str, kind: str) -> dict[str, str]:
         "singular": singular_kind(kind),
         "component": component,
         "class_name": class_name,
-        "module": COMPONENTS[kind]["module"],
+        "module": BY_NAME[kind].module,
+        "check": BY_NAME[kind].check.rpartition(":")[2],
         "hook": f"register_{kind}",
     }
 
 
 def create_plugin(name: str, kind: str, directory: str = ".") -> NewPlugin:
     """Write the package for ``name`` into ``directory/name``; never overwrites anything."""
-    import simplug
-
     names = plugin_names(name, kind)
     parent = os.path.abspath(directory)
     target = os.path.join(parent, name)
@@ -94,15 +95,15 @@ def create_plugin(name: str, kind: str, directory: str = ".") -> NewPlugin:
         raise ConfigError(f"--dir {directory!r} is not a directory; create it first")
     major, minor = simplug.__version__.split(".")[:2]
     values = {**names, "simplug_requirement": f"simplug>={major}.{minor}", "simplug_version": simplug.__version__}
-    spec = COMPONENTS[names["kind"]]
-    values.update({key: Template(spec[key]).substitute(values) for key in ("usage", "summary", "check")})
+    for key in ("usage", "summary"):
+        values[key] = Template(_template(names["kind"], f"{key}.{'md' if key == 'usage' else 'txt'}")).substitute(values)
     files = {
-        "pyproject.toml": PYPROJECT,
-        "README.md": README,
-        f"{names['package']}/__init__.py": INIT,
-        f"{names['package']}/hooks.py": HOOKS,
-        f"{names['package']}/{names['module']}.py": spec["component"],
-        f"tests/test_{names['component']}.py": spec["tests"],
+        "pyproject.toml": _template("common", "pyproject.toml"),
+        "README.md": _template("common", "README.md"),
+        f"{names['package']}/__init__.py": _template("common", "__init__.py"),
+        f"{names['package']}/hooks.py": _template("common", "hooks.py"),
+        f"{names['package']}/{names['module']}.py": _template(names["kind"], "component.py"),
+        f"tests/test_{names['component']}.py": _template(names["kind"], "test_component.py"),
     }
     # write into a temporary sibling and rename, so a failure never leaves half a package
     staging = tempfile.mkdtemp(prefix=f".{name}.", dir=parent)
@@ -128,84 +129,9 @@ def create_plugin(name: str, kind: str, directory: str = ".") -> NewPlugin:
     )
 
 
-PYPROJECT = '''\
-[build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "$distribution"
-version = "0.1.0"
-description = "A $singular for simplug: $component"
-readme = "README.md"
-requires-python = ">=3.10"
-dependencies = ["$simplug_requirement"]
-
-[project.optional-dependencies]
-test = ["pytest>=8"]
-
-# simplug finds plugins through this group: the name on the left is the plugin's name,
-# recorded in every saved model that uses one of its components.
-[project.entry-points.simplug]
-$component = "$package.hooks"
-
-[tool.setuptools]
-packages = ["$package"]
-
-[tool.pytest.ini_options]
-testpaths = ["tests"]
-'''
-
-INIT = '''\
-"""$distribution: a simplug plugin providing the $singular '$component'."""
-'''
-
-HOOKS = '''\
-"""The plugin's hooks: simplug imports this module to list and find its components.
-
-Keep it light: name the component by a lazy "module:Class" target so that listing plugins
-does not import torch or the component's module.
-"""
-from simplug import hookimpl
-
-
-@hookimpl
-def $hook(register):
-    register("$component", "$package.$module:$class_name", summary="$summary")
-'''
-
-README = '''\
-# $distribution
-
-A simplug plugin: the $singular `$component`
-(`$package.$module.$class_name`).
-
-## Install
-
-```bash
-pip install -e .          # from this directory, while you work on it
-simplug list --kind $kind # shows '$component' with this distribution and version
-```
-
-## Use
-
-$usage
-
-## Test
-
-```bash
-pip install -e ".[test]"
-python -m pytest
-```
-
-The tests use `simplug.testing` (installed with simplug as a pytest plugin): `${check}`
-runs the contract every $singular must keep, and the `isolated_registry` fixture with
-`registered_plugin` registers this plugin in a registry of its own.
-
-## Versions
-
-A saved model records this distribution's name and version for each component it uses.
-Serving it with another version warns; with another major version it is an error. Bump the
-major version when a change alters what a saved configuration builds or how saved weights
-are read.
-'''
+def _template(folder: str, name: str) -> str:
+    """A template shipped as package data: ``templates/<kind or common>/<name>.tmpl``."""
+    resource = package_files("simplug.scaffold").joinpath("templates", folder, f"{name}.tmpl")
+    if not resource.is_file():
+        raise ConfigError(f"simplug new-plugin has no template for {folder!r} yet ({name}); pick another --kind")
+    return resource.read_text(encoding="utf-8")

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import pytorch_lightning as pl
-from pytorch_lightning.profilers import PassThroughProfiler
 
 from simplug.data.loaders import SimilarityDataLoader
-from simplug.errors import DataError
+from simplug.errors import DataError, TrainingInterrupted
 from simplug.training.trainable import TrainableModel
+from simplug.training.lightning_speed import NoProfiler
+from simplug.data.loaders import GroupBalancedBatchSampler
 
 # Lightning messages that say nothing actionable for similarity training on a CPU
 _QUIET_WARNINGS = (
@@ -44,18 +47,6 @@ def quiet_lightning() -> Iterator[None]:
                 lg.setLevel(level)
 
 
-class NoProfiler(PassThroughProfiler):
-    """Lightning's do-nothing profiler, minus its cost: Lightning enters ``profiler.profile(name)``
-    around every hook, dozens of times a step, and the stock one builds a generator-based context
-    manager each time (~1 us apiece: tens of microseconds a step, as much as a cached step's
-    optimizer update). This one hands back one shared no-op context."""
-
-    _nothing = nullcontext()
-
-    def profile(self, action_name: str) -> Any:  # type: ignore[override]
-        return self._nothing
-
-
 def trainer_defaults(
     trainable_model: TrainableModel | None = None,
     train_dataloader: SimilarityDataLoader | None = None,
@@ -86,8 +77,6 @@ def trainer_defaults(
         except TypeError:
             batches = 50
         defaults["log_every_n_steps"] = max(1, min(50, batches))
-        from simplug.data.loaders import GroupBalancedBatchSampler
-
         if isinstance(train_dataloader.batch_sampler, GroupBalancedBatchSampler):
             # it splits its batches across ranks itself; a DistributedSampler cannot be put in
             defaults["use_distributed_sampler"] = False
@@ -107,25 +96,60 @@ def fit(
     **trainer_kwargs: Any,
 ) -> pl.Trainer:
     """Train ``trainable_model``; without ``trainer``, one is built from ``trainer_defaults``
-    updated with ``trainer_kwargs`` (e.g. ``max_epochs=50``)."""
+    updated with ``trainer_kwargs`` (e.g. ``max_epochs=50``).
+
+    Ctrl-C (a KeyboardInterrupt) raises ``TrainingInterrupted`` saying how many epochs
+    completed; ``trainable_model.restore_last_completed_epoch()`` then puts back the weights of
+    the last of them, to save. (Lightning's own handling would end the program with exit code 1
+    and leave SIGINT ignored.) A divergence raises ``TrainingDivergedError``."""
     if not isinstance(trainable_model, TrainableModel):
         raise TypeError(f"fit trains a simplug TrainableModel, got {type(trainable_model).__name__}")
     if train_dataloader is None:
         raise DataError("fit needs a train_dataloader (PairsSimilarityDataLoader or GroupSimilarityDataLoader)")
-    trainable_model.setup_dataloader(train_dataloader)
-    if val_dataloader is not None:
-        trainable_model.setup_dataloader(val_dataloader)
-    # frozen encoders with a cache: the loaders become index loaders (see simplug.training.cache.fast_path)
-    train_dataloader, val_dataloader = trainable_model.setup_cache(train_dataloader, val_dataloader)
-    with quiet_lightning():
-        if trainer is None:
-            params = trainer_defaults(trainable_model, train_dataloader, val_dataloader)
-            params.update(trainer_kwargs)
-            trainer = pl.Trainer(**params)
-        elif trainer_kwargs:
-            raise TypeError("give either a trainer or trainer keyword arguments, not both")
-        trainer.fit(trainable_model, train_dataloaders=train_dataloader, val_dataloaders=val_dataloader, ckpt_path=ckpt_path)
+    if trainer is not None and trainer_kwargs:
+        raise TypeError("give either a trainer or trainer keyword arguments, not both")
+    with _interrupt_as_error(trainable_model):
+        trainable_model.setup_dataloader(train_dataloader)
+        if val_dataloader is not None:
+            trainable_model.setup_dataloader(val_dataloader)
+        # frozen encoders with a cache: the loaders become index loaders (see simplug.training.cache.fast_path)
+        train_dataloader, val_dataloader = trainable_model.setup_cache(train_dataloader, val_dataloader)
+        with quiet_lightning():
+            if trainer is None:
+                params = trainer_defaults(trainable_model, train_dataloader, val_dataloader)
+                params.update(trainer_kwargs)
+                trainer = pl.Trainer(**params)
+            trainer.fit(trainable_model, train_dataloaders=train_dataloader, val_dataloaders=val_dataloader,
+                        ckpt_path=ckpt_path)
     return trainer
+
+
+@contextmanager
+def _interrupt_as_error(trainable_model: TrainableModel) -> Iterator[None]:
+    """A KeyboardInterrupt, or Lightning's ``sys.exit(1)`` after one, becomes TrainingInterrupted;
+    the SIGINT handler Lightning replaces with SIG_IGN is put back."""
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise _interrupted(trainable_model) from None
+    except SystemExit as exc:
+        if not isinstance(exc.__context__, KeyboardInterrupt):  # Lightning exits only after a KeyboardInterrupt
+            raise
+        raise _interrupted(trainable_model) from None
+    finally:
+        if main and handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+            signal.signal(signal.SIGINT, handler)
+
+
+def _interrupted(trainable_model: TrainableModel) -> TrainingInterrupted:
+    done = trainable_model.last_completed_epoch
+    if done:
+        what = f"after {done} completed epoch(s); restore_last_completed_epoch() puts back the weights of epoch {done}"
+    else:
+        what = "before the first epoch completed"
+    return TrainingInterrupted(f"training interrupted (Ctrl-C) {what}", epochs_completed=done)
 
 
 def evaluate(evaluator: Any, dataset: Any, model: Any) -> dict[str, float]:

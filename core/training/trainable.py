@@ -11,21 +11,25 @@ import torch
 
 from simplug.training.cache.mixin import CachingMixin
 from simplug.training.cache.fast_path import is_cached_batch
+from simplug.registry import get_registry
 from simplug.registry.building import build_component, check_arguments, split_spec
 from simplug.components.encoder import Encoder
-from simplug.errors import ConfigError, DataError
+from simplug.errors import ConfigError, DataError, TrainingDivergedError
 from simplug.components.head import EncoderHead
 from simplug.components.loss import SimilarityLoss
-from simplug.training.attached_metrics import AttachedMetric, attach_metrics, attached_metric_from_config
+from simplug.components.metric import AttachedMetric, attach_metrics, attached_metric_from_config
 from simplug.components.metric import Metric
 from simplug.model.similarity_model import DEFAULT_ENCODER_KEY, SimilarityModel
+from simplug.training.lightning_speed import FastStepHooks, store_signature
 from simplug.training.xbm import CrossBatchMemory, XbmConfig
+from simplug.model.similarity_model import SIDES, pair_document_mask
+from simplug.data.loaders import SimilarityDataLoader
+from simplug.training.cache.config import CacheConfig
 
 STAGES = ("train", "validation", "test")
-_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
-class TrainableModel(CachingMixin, pl.LightningModule):
+class TrainableModel(CachingMixin, FastStepHooks, pl.LightningModule):
     """Describe what to train by overriding the ``configure_*`` hooks, as in Quaterion::
 
         class Model(TrainableModel):
@@ -37,7 +41,18 @@ class TrainableModel(CachingMixin, pl.LightningModule):
                 return TripletLoss(mining="hard")
 
     or build the same thing from registered names with ``TrainableModel.from_config``.
+
+    Divergence is stopped, never saved: training raises ``TrainingDivergedError`` when the loss
+    becomes non-finite or rises above ``divergence_loss_factor`` times its first value, or when
+    at an epoch's end a trainable weight is non-finite or larger in magnitude than
+    ``divergence_weight_limit`` (or 1000 times the largest weight before training, if that is
+    more); ``save_servable`` then refuses the model. After every healthy epoch the trainable
+    weights are kept (on the CPU), so a run stopped by Ctrl-C can save the last completed epoch
+    (``restore_last_completed_epoch``).
     """
+
+    divergence_loss_factor: float = 1e3
+    divergence_weight_limit: float = 1e6
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__()
@@ -66,18 +81,10 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         self._loss = loss
         self._xbm = self._cross_batch_memory(self.configure_xbm())
         self._metrics = attach_metrics(self.configure_metrics())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets plain attributes (e.g. _current_fx_name) around every hook call, dozens
-        # of times per step; nn.Module's __setattr__ runs its Parameter/Module/buffer checks on
-        # each. A cached step of a small head is short enough for that to show, so values that
-        # can be none of those, under names that already hold plain values, are set directly.
-        # (A name already in __dict__ is a plain attribute: nn.Module keeps parameters, buffers
-        # and submodules out of it.)
-        if type(value) in _PLAIN_TYPES and name in self.__dict__:
-            self.__dict__[name] = value
-            return
-        super().__setattr__(name, value)
+        self._initial_weight_scale: float | None = None  # the largest trainable weight before any training
+        self._first_train_loss: float | None = None
+        self._divergence: str | None = None
+        self._last_epoch: tuple[int, dict[str, torch.Tensor]] | None = None  # (epochs done, weights)
 
     # ------------------------------------------------------------------ hooks to override
     def configure_encoders(self) -> Encoder | dict[str, Encoder]:
@@ -87,9 +94,7 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         """One head shared by every object, or ``{"query": head, "document": head}`` for
         pair data whose sides differ (``obj_a`` gets the query head, ``obj_b`` the document
         head); ``EmptyHead`` on the document side makes a head on the query side only."""
-        from simplug.plugins.heads.empty import EmptyHead
-
-        return EmptyHead(input_embedding_size)
+        return get_registry().resolve("heads", "empty")(input_embedding_size)
 
     def configure_loss(self) -> SimilarityLoss:
         raise NotImplementedError("override configure_loss() to return a PairwiseLoss or GroupLoss")
@@ -184,6 +189,11 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         # (.item() waits for the device as bool(isfinite) would, and costs 5 us less a step)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
+            scale, limit = self._weight_scale(), self._weight_limit()
+            if not math.isfinite(scale) or scale > limit:  # the weights, not the data, broke the loss
+                weights = (f"a trainable weight became {scale}" if not math.isfinite(scale) else
+                           f"the largest trainable weight is {scale:.3g} (the limit is {limit:.3g})")
+                self._diverge(f"the loss became {loss_value} at {stage} step {self.global_step}: {weights}")
             if not torch.isfinite(embeddings).all():
                 raise DataError(
                     f"the model produced NaN or inf embeddings at {stage} step {self.global_step} "
@@ -193,6 +203,15 @@ class TrainableModel(CachingMixin, pl.LightningModule):
                 f"the loss became {loss_value} at {stage} step {self.global_step} (batch "
                 f"{batch_idx}); lower the learning rate or check the input data"
             )
+        if stage == "train":
+            first = self._first_train_loss
+            if first is None:
+                self._first_train_loss = abs(loss_value)
+            elif loss_value > self.divergence_loss_factor * max(first, 1.0):
+                self._diverge(
+                    f"the training loss rose to {loss_value:.4g} at step {self.global_step}, from {first:.4g} at the "
+                    f"first step (more than {self.divergence_loss_factor:g} times)"
+                )
         batch_size = embeddings.shape[0]
         self._log_loss(loss.detach(), loss_value, stage, batch_idx, batch_size)
         for attached in self._metrics:
@@ -233,27 +252,84 @@ class TrainableModel(CachingMixin, pl.LightningModule):
             self.log("loss_train_epoch", mean, on_step=False, on_epoch=True)
             self.log("loss_train", mean, on_step=False, on_epoch=True, logger=False)
         self._train_loss = None
+        self._check_weights()
+        # a healthy epoch: what Ctrl-C during the next one saves
+        self._last_epoch = (self.current_epoch + 1, self._trainable_state())
+
+    # ------------------------------------------------------------------ divergence
+    def on_fit_start(self) -> None:
+        super().on_fit_start()  # the cache fill
+        if self._initial_weight_scale is None:  # once per model: a second fit must not take huge weights as normal
+            self._initial_weight_scale = self._weight_scale()
+        self._first_train_loss = None
+        self._divergence = None
+        self._last_epoch = None
+
+    def _weight_scale(self) -> float:
+        """The largest magnitude of a trainable weight (nan or inf when one is not finite)."""
+        params = [p.detach() for p in self._model.parameters() if p.requires_grad]
+        if not params:
+            return 0.0
+        return float(torch.stack([p.abs().max() if p.numel() else p.new_zeros(()) for p in params]).max())
+
+    def _weight_limit(self) -> float:
+        return max(self.divergence_weight_limit, 1e3 * (self._initial_weight_scale or 0.0))
+
+    def _check_weights(self) -> None:
+        scale, limit = self._weight_scale(), self._weight_limit()
+        if not math.isfinite(scale):
+            self._diverge(f"a trainable weight became {scale} by the end of epoch {self.current_epoch + 1}")
+        if scale > limit:
+            self._diverge(
+                f"the largest trainable weight is {scale:.3g} at the end of epoch {self.current_epoch + 1} "
+                f"(it was {self._initial_weight_scale or 0.0:.3g} before training; the limit is {limit:.3g})"
+            )
+
+    def divergence_hint(self) -> str:
+        """What to change after a divergence (subclasses that know their optimizer say more)."""
+        return "Lower the learning rate (e.g. 10 times) and train again"
+
+    def _diverge(self, what: str) -> None:
+        self._divergence = f"training diverged: {what}"
+        raise TrainingDivergedError(f"{self._divergence}. The model was not saved. {self.divergence_hint()}")
+
+    @property
+    def divergence(self) -> str | None:
+        """Why the last fit diverged, or None."""
+        return self._divergence
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of what training changes: trainable parameters and every buffer."""
+        state = {name: p.detach().to("cpu", copy=True) for name, p in self._model.named_parameters() if p.requires_grad}
+        state.update({name: b.detach().to("cpu", copy=True) for name, b in self._model.named_buffers()})
+        return state
+
+    @property
+    def last_completed_epoch(self) -> int:
+        """How many epochs of the last fit completed without diverging (0 before any)."""
+        return self._last_epoch[0] if self._last_epoch is not None else 0
+
+    def restore_last_completed_epoch(self) -> int:
+        """Put back the weights of the last completed (healthy) epoch; returns its number, 0 if none."""
+        if self._last_epoch is None:
+            return 0
+        epochs, state = self._last_epoch
+        unexpected = self._model.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:  # pragma: no cover - the same model wrote the state
+            raise RuntimeError(f"cannot restore epoch {epochs}: unexpected weights {unexpected}")
+        self._divergence = None
+        return epochs
 
     def _sides_of(self, targets: Mapping[str, Any]) -> torch.Tensor | None:
         """For a model with a head per side: which rows of a pair batch are documents."""
         if not self._model.sides:
             return None
-        from simplug.model.similarity_model import pair_document_mask
-
         pairs = targets["pairs"]
         return pair_document_mask(pairs, 2 * pairs.shape[0])
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, batch_idx, "train")
 
-    def configure_gradient_clipping(
-        self, optimizer: Any, gradient_clip_val: int | float | None = None, gradient_clip_algorithm: str | None = None
-    ) -> None:
-        # Lightning calls this hook after every backward; without a clip value it only checks
-        # its arguments, at a cost that shows on a cached step
-        if not gradient_clip_val and not getattr(self._trainer, "gradient_clip_val", None):
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, batch_idx, "validation")
@@ -264,8 +340,6 @@ class TrainableModel(CachingMixin, pl.LightningModule):
     # ------------------------------------------------------------------ data and saving
     def setup_dataloader(self, dataloader: Any) -> None:
         """Give a similarity loader the model's collate (each encoder's own)."""
-        from simplug.data.loaders import SimilarityDataLoader
-
         if not isinstance(dataloader, SimilarityDataLoader):
             raise DataError(
                 f"expected a PairsSimilarityDataLoader or GroupSimilarityDataLoader, got {type(dataloader).__name__}"
@@ -285,8 +359,6 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         dataloader.set_model_collate(self._model.get_collate_fn())
 
     def training_info(self) -> dict[str, Any]:
-        from simplug.registry import get_registry
-
         record = get_registry().find_instance("losses", self._loss)
         return {
             "loss": {
@@ -296,9 +368,20 @@ class TrainableModel(CachingMixin, pl.LightningModule):
             "metrics": [attached.name for attached in self._metrics],
         }
 
-    def save_servable(self, path: str) -> str:
-        """Save encoders and head (no Lightning, no loss) as a servable model directory."""
-        return self._model.save(path, training=self.training_info())
+    def save_servable(self, path: str, training: Mapping[str, Any] | None = None) -> str:
+        """Save encoders and head (no Lightning, no loss) as a servable model directory.
+        ``training``: more to record under the manifest's ``training`` (e.g. the data's kind and
+        field names, which ``simplug evaluate`` reads).
+
+        A model whose training diverged, or whose weights are not finite, is refused."""
+        if self._divergence is not None:
+            raise TrainingDivergedError(f"{self._divergence}, and a diverged model is not saved. {self.divergence_hint()}")
+        scale = self._weight_scale()
+        if not math.isfinite(scale):
+            raise TrainingDivergedError(
+                f"the model has non-finite weights ({scale}) and is not saved. {self.divergence_hint()}"
+            )
+        return self._model.save(path, training={**self.training_info(), **(training or {})})
 
     # ------------------------------------------------------------------ config
     @classmethod
@@ -323,9 +406,7 @@ class TrainableModel(CachingMixin, pl.LightningModule):
         return ConfigTrainableModel(config)
 
 
-# Lightning reads training_step's signature on every step (does it take batch_idx?); a stored
-# signature spares inspect from rebuilding it from the code object each time
-TrainableModel.training_step.__signature__ = inspect.signature(TrainableModel.training_step)  # type: ignore[attr-defined]
+store_signature(TrainableModel.training_step)
 
 _CONFIG_KEYS = ("encoder", "encoders", "head", "heads", "loss", "optimizer", "metrics", "xbm", "cache")
 _OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
@@ -350,6 +431,7 @@ class ConfigTrainableModel(TrainableModel):
         if "loss" not in config:
             raise ConfigError("the config needs a 'loss', e.g. {'name': 'triplet'}")
         self._config = dict(config)
+        self._optimizer_spec()  # a bad optimizer fails here, not when training starts
         super().__init__()
 
     def configure_encoders(self) -> Encoder | dict[str, Encoder]:
@@ -364,8 +446,6 @@ class ConfigTrainableModel(TrainableModel):
         if "heads" not in self._config:
             spec = self._config.get("head", "empty")
             return build_component("heads", spec, EncoderHead, input_embedding_size=input_embedding_size)
-        from simplug.model.similarity_model import SIDES
-
         specs = self._config["heads"]
         if not isinstance(specs, Mapping) or sorted(specs) != sorted(SIDES):
             got = ", ".join(map(repr, specs)) if isinstance(specs, Mapping) else type(specs).__name__
@@ -383,8 +463,6 @@ class ConfigTrainableModel(TrainableModel):
         extra = {}
         if not isinstance(spec, SimilarityLoss):
             # losses with per-group weights need the embedding size: it is the head's output
-            from simplug.registry import get_registry
-
             cls = get_registry().resolve("losses", split_spec(spec, "loss")[0])
             if "embedding_size" in inspect.signature(cls).parameters:
                 extra["embedding_size"] = self._model.embedding_size
@@ -406,23 +484,32 @@ class ConfigTrainableModel(TrainableModel):
         return [attached_metric_from_config(spec) for spec in specs]
 
     def configure_caches(self) -> Any:
-        from simplug.training.cache.config import CacheConfig
-
         return CacheConfig.from_spec(self._config.get("cache"))
 
     def use_cache(self, spec: Any) -> None:
         """Set the config's ``cache`` after the model is built (read when training starts)."""
-        from simplug.training.cache.config import CacheConfig
-
         CacheConfig.from_spec(spec)  # a bad spec fails here, not at fit time
         self._config["cache"] = spec
 
-    def configure_optimizers(self) -> Any:
+    def _optimizer_spec(self) -> tuple[type, dict[str, Any]]:
+        """The optimizer class and its arguments, checked: a known name, known arguments, and a
+        learning rate that is a positive finite number."""
         spec = copy.deepcopy(self._config.get("optimizer", {"name": "adam"}))
         name, args = split_spec(spec, "optimizer")
         if not isinstance(name, str) or name.lower() not in _OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(_OPTIMIZERS)}")
         optimizer_cls = getattr(torch.optim, _OPTIMIZERS[name.lower()])
         args.setdefault("lr", 1e-3)
+        lr = args["lr"]
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ConfigError(f"optimizer lr must be a positive finite number, e.g. lr = 0.001, got {lr!r}")
         check_arguments(optimizer_cls.__init__, args, f"optimizer {name!r}", skip=("params",))
+        return optimizer_cls, args
+
+    def configure_optimizers(self) -> Any:
+        optimizer_cls, args = self._optimizer_spec()
         return optimizer_cls(self.trainable_parameters(), **args)
+
+    def divergence_hint(self) -> str:
+        _, args = self._optimizer_spec()
+        return f"Lower the optimizer's learning rate (lr = {args['lr']:g} now; try {args['lr'] / 10:g} or less) and train again"

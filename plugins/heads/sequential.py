@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from simplug.components.head import EncoderHead
-from simplug.plugins.heads._layers import build_layer, describe_layer, output_width
+from simplug.plugins.heads.layers import build_layer, describe_layer, output_width
 
 
 class SequentialHead(EncoderHead):
-    """Layers applied in turn, described in the config (see ``_layers`` for the forms)::
+    """Layers applied in turn, described in the config (see ``layers`` for the forms)::
 
         {"name": "sequential", "layers": [
             {"type": "Linear", "out_features": 64}, "gelu", {"type": "LayerNorm"},

@@ -6,12 +6,7 @@ import torch
 from torch import nn
 
 from simplug.components.head import EncoderHead
-
-
-def _check_positive_int(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{argument} must be a positive int (1 or more), got {value!r}")
-    return value
+from simplug.registry.building import positive_int
 
 
 class SoftmaxEmbeddingsHead(EncoderHead):
@@ -26,8 +21,8 @@ class SoftmaxEmbeddingsHead(EncoderHead):
         dropout: float = 0.0,
     ):
         super().__init__(input_embedding_size, dropout=dropout)
-        self.output_groups = _check_positive_int(output_groups, "output_groups")
-        self.output_size_per_group = _check_positive_int(output_size_per_group, "output_size_per_group")
+        self.output_groups = positive_int(output_groups, "output_groups")
+        self.output_size_per_group = positive_int(output_size_per_group, "output_size_per_group")
         self.projection_layer = nn.Linear(input_embedding_size, self.output_size)
 
     @property

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from simplug.components.head import EncoderHead
-from simplug.plugins.heads._activations import check_activation_name, make_activation
+from simplug.plugins.heads.activations import check_activation_name, make_activation
 
 
 def check_output_sizes(output_sizes: Any) -> list[int]:
@@ -34,7 +34,7 @@ class StackedProjectionHead(EncoderHead):
     """Linear layers to each of ``output_sizes`` in turn, with ``activation_fn`` between
     consecutive layers (not after the last one).
 
-    ``activation_fn`` is a name from the allow-list in ``_activations`` (relu, gelu, tanh,
+    ``activation_fn`` is a name from the allow-list in ``activations`` (relu, gelu, tanh,
     sigmoid, leaky_relu, silu, elu, identity)."""
 
     def __init__(

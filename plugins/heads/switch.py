@@ -7,7 +7,7 @@ from torch import nn
 
 from simplug.errors import DataError
 from simplug.components.head import ROUTES_KEY, EncoderHead
-from simplug.plugins.heads._layers import build_layer, describe_layer, output_width
+from simplug.plugins.heads.layers import build_layer, describe_layer, output_width
 
 
 class SwitchHead(EncoderHead):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from simplug.components.head import EncoderHead
-from simplug.plugins.heads._activations import check_activation_name, make_activation
+from simplug.plugins.heads.activations import check_activation_name, make_activation
 
 
 class WideningHead(EncoderHead):

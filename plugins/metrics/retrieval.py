@@ -9,8 +9,10 @@ from typing import Any
 
 import torch
 
-from simplug.components.metric import Metric, check_k, check_positive_int
+from simplug.components.metric import Metric, check_k
+from simplug.registry.building import positive_int
 from simplug.components.ranking import QueryBlock
+from simplug.errors import DataError
 
 
 class _AtK(Metric):
@@ -20,7 +22,7 @@ class _AtK(Metric):
 
     def __init__(self, k: int = 1, distance_metric_name: str = "cosine"):
         super().__init__(distance_metric_name=distance_metric_name)
-        self.k = check_positive_int(k, "k")
+        self.k = positive_int(k, "k")
 
     @property
     def name(self) -> str:
@@ -108,3 +110,33 @@ class MapAtR(_AtR):
         positions = torch.arange(1, hits.shape[1] + 1, device=hits.device, dtype=torch.float64)
         precision_at_i = hits.cumsum(dim=1) / positions
         return (precision_at_i * hits).sum(dim=1) / r
+
+
+class KnnAccuracy(_AtK):
+    """kNN classification accuracy: 1 for a query when the majority group of its k nearest
+    candidates is its own group. A tie in votes goes to the group with the smaller summed
+    distance (for cosine: the larger summed similarity), then to the group of the nearer
+    candidate. Needs group labels (group data)."""
+
+    label = "knn_accuracy"
+    target_kind = "groups"
+
+    def __init__(self, k: int = 10, distance_metric_name: str = "cosine"):
+        super().__init__(k=k, distance_metric_name=distance_metric_name)
+
+    def per_query(self, block: QueryBlock) -> torch.Tensor:
+        if block.candidate_groups is None or block.query_groups is None:
+            raise DataError(f"{self.name} votes with the candidates' groups, so it needs group data (obj, group); "
+                            "for pairs use retrieval_precision or recall")
+        nearest = block.ranked_indices(self.depth(block))
+        groups = block.candidate_groups[nearest]
+        distances = block.distances.gather(1, nearest).double()
+        # position i's group has votes[:, i] votes and summed distance summed[:, i]
+        same = groups.unsqueeze(2) == groups.unsqueeze(1)
+        votes = same.sum(dim=2)
+        summed = (same * distances.unsqueeze(1)).sum(dim=2)
+        most = votes == votes.max(dim=1, keepdim=True).values
+        summed = torch.where(most, summed, torch.full_like(summed, float("inf")))
+        best = most & (summed == summed.min(dim=1, keepdim=True).values)
+        winner = groups.gather(1, best.int().argmax(dim=1, keepdim=True)).squeeze(1)  # argmax: the nearest such
+        return (winner == block.query_groups).double()

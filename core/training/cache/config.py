@@ -9,6 +9,7 @@ from typing import Any, Callable, Hashable, Mapping
 import torch
 
 from simplug.errors import ConfigError
+from simplug.registry.building import positive_int
 
 
 
@@ -69,8 +70,7 @@ class CacheConfig:
                     "CacheConfig.key_extractors is a function of an object returning a hashable key, "
                     "or a dict {encoder_name: function}"
                 )
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"CacheConfig.batch_size must be a positive int, got {self.batch_size!r}")
+        positive_int(self.batch_size, "CacheConfig.batch_size")
         if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
             raise ConfigError(f"CacheConfig.num_workers must be None or an int >= 0, got {self.num_workers!r}")
 

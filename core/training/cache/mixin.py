@@ -5,10 +5,14 @@ import logging
 from typing import Any, Mapping
 
 import torch
-
-from simplug.training.cache.config import CacheConfig, backend_name
 from simplug.errors import DataError
-from simplug.training.cache.fast_path import CachedBatchCollate, index_loader, is_cached_batch
+from simplug.registry import get_registry
+from simplug.training.cache.config import CacheConfig, backend_name
+from simplug.training.cache.fast_path import (
+    CachedBatchCollate,
+    index_loader,
+    is_cached_batch,
+)
 from simplug.training.cache.fill import CacheState
 from simplug.training.cache.plan import resolve_cached_encoders
 
@@ -40,8 +44,6 @@ class CachingMixin:
         cached = resolve_cached_encoders(config, encoders)
         if not cached:
             return train_dataloader, val_dataloader
-        from simplug.registry import get_registry
-
         for cache_type in cached.values():  # an unknown backend is reported now, not after minutes of fill
             get_registry().resolve("cache_backends", backend_name(cache_type, torch.device("cpu")))
         state = CacheState(config, cached)

@@ -6,7 +6,7 @@ A layer is one of:
   (arguments flat or under ``"args"``). A width argument the layer needs
   (``in_features``, ``num_features``, ``normalized_shape``) is filled in from the width of
   the previous layer when it is left out;
-- an activation from the allow-list in ``_activations`` by its lower-case name: ``"gelu"``;
+- an activation from the allow-list in ``activations`` by its lower-case name: ``"gelu"``;
 - a registered head: ``{"head": "skip_connection", "n_layers": 2}`` (its
   ``input_embedding_size`` is filled in);
 - in Python, a module instance (a ``torch.nn`` layer or an ``EncoderHead``).
@@ -23,11 +23,14 @@ import inspect
 from typing import Any, Mapping
 
 import torch
-from torch import nn
-
-from simplug.errors import ConfigError
 from simplug.components.head import EncoderHead
-from simplug.plugins.heads._activations import ACTIVATIONS
+from simplug.errors import ConfigError
+from simplug.model.components import describe_component, resolve_component
+from simplug.model.torch_spec import module_from_spec, module_to_spec
+from simplug.plugins.heads.activations import ACTIVATIONS
+from simplug.registry import Registry, get_registry
+from simplug.registry.building import build_component
+from torch import nn
 
 _CONTAINERS = {"Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict", "Module"}
 _WIDTH_ARGUMENTS = ("in_features", "num_features", "normalized_shape")
@@ -45,8 +48,6 @@ def _torch_layer_class(name: str, where: str) -> type:
 
 
 def _build_torch_layer(spec: Mapping[str, Any], width: int, where: str) -> nn.Module:
-    from simplug.model.torch_spec import module_from_spec
-
     name = spec["type"]
     if not isinstance(name, str):
         raise ConfigError(f"{where}: 'type' must be a torch.nn class name, got {name!r}")
@@ -64,10 +65,7 @@ def _build_torch_layer(spec: Mapping[str, Any], width: int, where: str) -> nn.Mo
 
 
 def _build_saved_head(entry: Mapping[str, Any], where: str) -> EncoderHead:
-    from simplug.registry import Registry
-    from simplug.model.components import resolve_component as _resolve
-
-    cls = _resolve(Registry(autoload=False, strict=True), dict(entry))
+    cls = resolve_component(Registry(autoload=False, strict=True), dict(entry))
     head = cls(**entry.get("config", {}))
     if not isinstance(head, EncoderHead):
         raise ConfigError(f"{where}: {entry.get('name')!r} did not build an EncoderHead")
@@ -76,9 +74,6 @@ def _build_saved_head(entry: Mapping[str, Any], where: str) -> EncoderHead:
 
 def build_layer(spec: Any, width: int, where: str) -> nn.Module:
     """A module for one layer description taking inputs of ``width`` features."""
-    from simplug.registry.building import build_component
-    from simplug.model.torch_spec import module_from_spec
-
     if isinstance(spec, nn.Module):
         layer = spec
     elif isinstance(spec, str):
@@ -133,12 +128,8 @@ def output_width(layer: nn.Module, width: int, where: str) -> int:
 
 def describe_layer(layer: nn.Module) -> dict[str, Any]:
     """The JSON description a saved model keeps of one layer."""
-    from simplug.registry import get_registry
-    from simplug.model.components import describe_component as _describe
-    from simplug.model.torch_spec import module_to_spec
-
     if isinstance(layer, EncoderHead):
-        entry = _describe(get_registry(), "heads", layer, role="layer")
+        entry = describe_component(get_registry(), "heads", layer, role="layer")
         entry.pop("role", None)
         return entry
     return module_to_spec(layer)

@@ -1,0 +1,3 @@
+from quaterion.train.train_collator import TrainCollator
+
+__all__ = ["TrainCollator"]

@@ -1,0 +1,3 @@
+from quaterion_models.modules.simple import ActivationFromFnName
+
+__all__ = ["ActivationFromFnName"]

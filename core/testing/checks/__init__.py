@@ -1,0 +1,1 @@
+"""One conformance check per component kind (see ``simplug.registry.kinds``)."""
