@@ -37,6 +37,7 @@ from simplug.model.manifest import (
 )
 from simplug.model.torch_spec import build_with_weights, read_safetensors
 from simplug.model.components import describe_component, resolve_component
+from simplug.registry import Registry, get_registry
 
 DEFAULT_ENCODER_KEY = "default"
 #: the two sides of pair data: ``obj_a`` is the query, ``obj_b`` the document
@@ -293,8 +294,6 @@ class SimilarityModel(nn.Module):
         """Write a servable model directory atomically (see ``DESIGN.md``: saved models)."""
         from safetensors.torch import save_file
 
-        from simplug.registry import get_registry
-
         registry = get_registry()
         writer = LocalCodeWriter()
         components = []
@@ -365,8 +364,6 @@ class SimilarityModel(nn.Module):
 
     @classmethod
     def _load_once(cls, path: str, trust_local_code: bool, device: str | torch.device) -> "SimilarityModel":
-        from simplug.registry import Registry
-
         manifest = read_manifest(path)
         files = model_files(path, manifest)
         registry = Registry(autoload=False, strict=True)

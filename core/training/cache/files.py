@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 
 from simplug.files import file_lock, sha256_file
+from simplug.registry import get_registry
 
 CACHE_FORMAT = "simplug-cache"
 CACHE_FORMAT_VERSION = 1
@@ -36,8 +37,6 @@ def _hash_tensor(h: Any, tensor: torch.Tensor) -> None:
 
 def encoder_fingerprint(encoder: Any, dtype: torch.dtype) -> dict[str, Any]:
     """What identifies an encoder's embeddings: its plugin, version, config and weights."""
-    from simplug.registry import get_registry
-
     record = get_registry().find_instance("encoders", encoder)
     cls = type(encoder)
     identity = (

@@ -24,6 +24,8 @@ from simplug.components.cache_backend import CacheBackend
 from simplug.training.cache.config import CacheConfig, backend_name
 from simplug.errors import ConfigError, DataError
 from simplug.training.cache.plan import EncoderPlan, RowMap, SourcePlan
+from simplug.model.similarity_model import move_to_device
+from simplug.registry import get_registry
 
 log = logging.getLogger("simplug.training.cache.files")
 
@@ -120,8 +122,6 @@ class CacheState:
 
     # ------------------------------------------------------------------ the fill
     def fill(self, encoders: Mapping[str, Any], device: torch.device, progress: bool) -> None:
-        from simplug.registry import get_registry
-
         dist = _Dist()
         registry = get_registry()
         for key, plan in self.encoder_plans.items():
@@ -211,8 +211,6 @@ class CacheState:
         """Encode this process's share of the objects (every ``world``-th batch) into their rows,
         then combine the shares."""
         from tqdm.auto import tqdm
-
-        from simplug.model.similarity_model import move_to_device
 
         objects = plan.objects
         order = encoder.cache_fill_order(objects)
