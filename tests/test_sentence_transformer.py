@@ -89,3 +89,15 @@ def test_saved_model_carries_the_encoder_and_serves_in_a_fresh_process(frozen, t
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+def test_the_collate_pickles_for_spawned_loader_workers(frozen):
+    import pickle
+
+    collate = frozen.get_collate_fn()
+    texts = ["a short text", "a somewhat longer text to tokenize"]
+    again = pickle.loads(pickle.dumps(collate))
+    expected, got = collate(texts), again(texts)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) if torch.is_tensor(expected[k]) else expected[k] == got[k]
+               for k in expected)

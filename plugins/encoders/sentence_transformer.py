@@ -81,6 +81,23 @@ def _transformer_layers(model: Any) -> torch.nn.ModuleList | None:
     return None
 
 
+class TokenizeTexts:
+    """The encoder's collate: a batch of texts, tokenized. A class, not a closure, so that it
+    pickles into ``spawn``-started loader workers."""
+
+    def __init__(self, tokenize: Callable[[list[str]], Any]):
+        self.tokenize = tokenize
+
+    def __call__(self, texts: list[Any]) -> dict[str, torch.Tensor]:
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise DataError(
+                    f"the sentence_transformer encoder takes strings, but object {position} of "
+                    f"the batch is a {type(text).__name__} ({str(text)[:60]!r})"
+                )
+        return dict(self.tokenize(texts))
+
+
 class SentenceTransformerEncoder(Encoder):
     """Text in, sentence embeddings out.
 
@@ -162,18 +179,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def get_collate_fn(self) -> Callable[[list[Any]], dict[str, torch.Tensor]]:
         # sentence-transformers 6 renamed tokenize to preprocess.
-        tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize
-
-        def collate(texts: list[Any]) -> dict[str, torch.Tensor]:
-            for position, text in enumerate(texts):
-                if not isinstance(text, str):
-                    raise DataError(
-                        f"the sentence_transformer encoder takes strings, but object {position} of "
-                        f"the batch is a {type(text).__name__} ({str(text)[:60]!r})"
-                    )
-            return dict(tokenize(texts))
-
-        return collate
+        return TokenizeTexts(getattr(self.model, "preprocess", None) or self.model.tokenize)
 
     def cache_fill_order(self, objects: Sequence[Any]) -> list[int]:
         """Longest texts first, as sentence-transformers' own ``encode`` does: batches of similar
