@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from simplug import GroupSimilarityDataLoader, SimilarityGroupSample
+from simplug.data import loaders
 from simplug.data.loaders import GroupBalancedBatchSampler
 from simplug.errors import DataError
 
@@ -79,7 +80,7 @@ def test_ranks_take_disjoint_shares_of_one_global_order(monkeypatch):
     per_rank = []
     for rank in range(2):
         sampler = GroupBalancedBatchSampler(GROUPS, batch_size=8, m_per_group=2, seed=5)
-        monkeypatch.setattr(GroupBalancedBatchSampler, "_world", staticmethod(lambda r=rank: (r, 2)))
+        monkeypatch.setattr(loaders, "rank_and_world", lambda r=rank: (r, 2))
         per_rank.append(epoch(sampler))
         assert len(per_rank[-1]) == len(sampler)
     assert len(per_rank[0]) == len(per_rank[1])

@@ -6,6 +6,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from simplug.data.distributed import rank_and_world
 from simplug.errors import DataError
 from simplug.registry.building import positive_int
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
@@ -57,10 +58,6 @@ class SimilarityDataLoader(DataLoader):
     def _check_batch(self, batch: list[Any]) -> None:
         for i, sample in enumerate(batch):
             self._check(sample, f"item {i} of a batch")
-
-    @property
-    def full_dataset(self) -> Any:
-        return self.dataset
 
     def set_model_collate(self, model_collate: Callable[[list[Any]], Any]) -> None:
         self.collate_fn = _CollateWithFeatures(self.pre_collate, model_collate)
@@ -187,24 +184,16 @@ class GroupBalancedBatchSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    @staticmethod
-    def _world() -> tuple[int, int]:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-
     def _global_batches(self) -> int:
-        _, world = self._world()
+        _, world = rank_and_world()
         batches = -(-self.num_items // self.batch_size)
         return -(-batches // world) * world  # every rank gets the same number of steps
 
     def __len__(self) -> int:
-        return self._global_batches() // self._world()[1]
+        return self._global_batches() // rank_and_world()[1]
 
     def __iter__(self):
-        rank, world = self._world()
+        rank, world = rank_and_world()
         epoch = self.epoch
         self.epoch += 1
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from simplug.data.distributed import Collectives
 from simplug.files import TMP_MARK, remove_stale_siblings, sha256_file, unique_sibling, write_json_atomic
 from simplug.training.cache.files import (
     NO_CACHE_FILE,
@@ -33,38 +34,11 @@ SOURCE_KEY = "cache_source"
 
 
 # ---------------------------------------------------------------------------- cache state
-class _Dist:
-    """The few collectives the fill needs; a no-op on one process."""
-
-    def __init__(self) -> None:
-        import torch.distributed as dist
-
-        self.dist = dist
-        self.active = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.active else 0
-        self.world = dist.get_world_size() if self.active else 1
-
-    def barrier(self) -> None:
-        if self.active:
-            self.dist.barrier()
-
-    def broadcast(self, value: Any) -> Any:
-        if not self.active:
-            return value
-        box = [value]
-        self.dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def sum_(self, tensor: torch.Tensor) -> None:
-        if self.active and tensor.numel():
-            self.dist.all_reduce(tensor, op=self.dist.ReduceOp.SUM)
-
-
 class _EntryLock:
     """The cache entry's lock, held by the first process (the one that checks and writes the
     files); the others follow it through the fill's barriers."""
 
-    def __init__(self, rows_path: str, dist: _Dist):
+    def __init__(self, rows_path: str, dist: Collectives):
         self.lock = cache_lock(rows_path) if dist.rank == 0 else None
 
     def __enter__(self) -> "_EntryLock":
@@ -88,10 +62,6 @@ class CacheState:
         self.filled = False
         # what the fill did for each encoder, in words ("built", "reused ...", "rebuilt ...: reason")
         self.outcomes: dict[str, str] = {}
-
-    @property
-    def cached_names(self) -> list[str]:
-        return list(self.encoder_plans)
 
     def add_source(self, name: str, loader: Any) -> SourcePlan:
         dataset = loader.dataset
@@ -122,7 +92,7 @@ class CacheState:
 
     # ------------------------------------------------------------------ the fill
     def fill(self, encoders: Mapping[str, Any], device: torch.device, progress: bool) -> None:
-        dist = _Dist()
+        dist = Collectives()
         registry = get_registry()
         for key, plan in self.encoder_plans.items():
             encoder = encoders[key]
@@ -142,7 +112,7 @@ class CacheState:
         self.filled = True
 
     def _fill_one(self, key: str, plan: EncoderPlan, encoder: Any, cls: type, device: torch.device,
-                  progress: bool, dist: _Dist) -> CacheBackend:
+                  progress: bool, dist: Collectives) -> CacheBackend:
         config = self.config
         num_rows, dim, dtype = len(plan.objects), int(encoder.embedding_size), config.dtype
         save_dir = os.fspath(config.save_dir) if config.save_dir is not None else None
@@ -207,7 +177,7 @@ class CacheState:
         return backend
 
     def _encode_into(self, backend: CacheBackend, key: str, plan: EncoderPlan, encoder: Any,
-                     device: torch.device, progress: bool, dist: _Dist) -> None:
+                     device: torch.device, progress: bool, dist: Collectives) -> None:
         """Encode this process's share of the objects (every ``world``-th batch) into their rows,
         then combine the shares."""
         from tqdm.auto import tqdm
