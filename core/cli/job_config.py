@@ -11,9 +11,13 @@ SECTIONS = {
     "data": {"kind", "train", "validation", "fields"},
     "model": None,  # passed to TrainableModel.from_config, which checks its own keys
     "train": {"epochs", "batch_size", "seed", "m_per_group", "group_sampling", "cache", "cache_dir", "num_workers",
-              "validate", "early_stopping_patience", "accelerator"},
+              "validate", "early_stopping_patience", "accelerator",
+              "select_best", "validation_share"},
     "evaluate": {"distance", "ks", "candidates", "batch_size", "headline"},
     "output": {"dir"},
+    # simplug tune: the search space, the objective and constraints, the study (see core/training/tuning.py)
+    "tune": {"space", "objective", "constraints", "front", "trials", "timeout", "storage", "study_name", "dir", "seed",
+             "prune"},
 }
 HEADLINE = {"groups": "r_precision", "pairs": "precision@1"}
 
@@ -26,6 +30,7 @@ class JobConfig:
     train: dict[str, Any] = field(default_factory=dict)
     evaluate: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] = field(default_factory=dict)
 
     def resolve_path(self, value: str) -> str:
         return value if os.path.isabs(value) else os.path.join(os.path.dirname(os.path.abspath(self.path)), value)
@@ -63,4 +68,5 @@ def load_job_config(path: str) -> JobConfig:
     for split in ("train", "validation"):
         if not isinstance(data.get(split), str):
             raise ConfigError(f"{path}: [data] needs {split} = \"<file.jsonl or .csv>\"")
-    return JobConfig(path, data, raw["model"], raw.get("train", {}), raw.get("evaluate", {}), raw.get("output", {}))
+    return JobConfig(path, data, raw["model"], raw.get("train", {}), raw.get("evaluate", {}), raw.get("output", {}),
+                     raw.get("tune", {}))

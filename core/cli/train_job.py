@@ -27,6 +27,7 @@ from simplug.evaluation.baselines import encoder_only, nearest_example
 from simplug.evaluation.heldout import HeldOutScorer, retrieval_task
 from simplug.training.fit import fit
 from simplug.training.trainable import TrainableModel
+from simplug.training.tuning import best_epoch_selector
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TrainingRun:
     columns: dict[str, dict[str, float]] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     trained: dict[str, float] = field(default_factory=dict)
+    selected: dict[str, Any] = field(default_factory=dict)  # [train] select_best: the chosen epoch
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -161,9 +163,15 @@ def train_model(run: TrainingRun) -> None:
     """Lightning's fit, recording the held-out headline metric after every epoch."""
     settings = run.settings
     assert run.scorer is not None
-    train_loader, val_loader = loaders(run.kind, run.train, run.held_out, settings)
+    train_samples, selector = run.train, None
+    if settings.get("select_best"):
+        # keep the epoch that scores best on a split carved from the training data (never the held-out one)
+        train_samples, selector = best_epoch_selector(
+            run.kind, run.train, run.model, settings["select_best"], run.headline,
+            settings.get("validation_share", 0.2), int(settings.get("seed", 0)), run.job.evaluate)
+    train_loader, val_loader = loaders(run.kind, train_samples, run.held_out, settings)
     recorder = EpochRecorder(run.scorer, run.headline)
-    callbacks: list[Any] = [recorder]
+    callbacks: list[Any] = [recorder] + ([selector] if selector is not None else [])
     if settings.get("early_stopping_patience"):
         callbacks.append(EarlyStopping(monitor=f"heldout_{run.headline}", mode="max",
                                        patience=int(settings["early_stopping_patience"])))
@@ -181,6 +189,10 @@ def train_model(run: TrainingRun) -> None:
         num_sanity_val_steps=0,
     )
     run.history = recorder.history
+    if selector is not None and selector.best is not None:
+        run.selected = {"epoch": selector.best.epoch, "validation": selector.best.metrics,
+                        "meets_constraints": selector.best.feasible, "validation_samples": len(run.train) - len(train_samples)}
+        run.echo(selector.summary())
     if run.model.cache_state is not None:
         for key, outcome in run.model.cache_state.outcomes.items():
             run.echo(f"cache of encoder {key!r}: {outcome}")
@@ -203,6 +215,7 @@ def write_outputs(run: TrainingRun) -> dict[str, Any]:
         "baselines": run.columns,
         "trained": run.trained,
         "epochs": run.history,
+        **({"selected": run.selected} if run.selected else {}),
         "seconds": {k: round(v, 3) for k, v in run.timings.items()},
         "cache": dict(cache_state.outcomes) if cache_state is not None else {},
         "model": os.path.abspath(model_dir),
