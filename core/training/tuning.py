@@ -15,6 +15,7 @@ import math
 import os
 import random
 import re
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -24,7 +25,7 @@ import torch
 
 from simplug.components.distance import resolve_distance
 from simplug.components.encoder import Encoder
-from simplug.errors import ConfigError, DataError
+from simplug.errors import ConfigError, DataError, SimplugError
 from simplug.evaluation.baselines import group_retrieval_metrics
 from simplug.evaluation.heldout import retrieval_task
 from simplug.evaluation.retrieval import score_rankings, task_sides
@@ -126,7 +127,10 @@ def parse_space(space: Any, sections: Mapping[str, Any], where: str = "[tune.spa
         )
     names = space_component_names(space)
     for path, choices in names.items():  # an unknown name fails now, naming the close matches
-        component_classes(path.split("."), {}, {path: choices})
+        try:
+            component_classes(path.split("."), {}, {path: choices})
+        except SimplugError as exc:
+            raise ConfigError(f"{where}: \"{path}.name\": {exc}") from None
     params = []
     for key, spec in space.items():
         param = _parse_param(str(key), spec, where)
@@ -500,8 +504,6 @@ def save_outputs(path: str, outputs: torch.Tensor) -> None:
 
 def load_outputs(path: str, rows: int) -> torch.Tensor | None:
     """Stored outputs, or ``None`` when the file is missing; a damaged file is named and not used."""
-    import warnings
-
     from safetensors import safe_open
 
     if not os.path.exists(path):
@@ -698,7 +700,9 @@ def storage_for(url: str) -> Any:
     if url.startswith("sqlite"):
         engine = {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=10, grace_period=60)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=10, grace_period=60)
     except Exception as exc:  # noqa: BLE001 - the URL, driver or file is the user's
         raise ConfigError(f"cannot open the study database {url!r}: {type(exc).__name__}: {exc}") from None
 
@@ -706,6 +710,26 @@ def storage_for(url: str) -> Any:
 def open_study(storage_url: str, study_name: str, parts: Mapping[str, Any], sampler: Any, pruner: Any) -> Any:
     """Create the study, or resume it when it was made from the same config (``parts``: the
     config sections that decide what a trial means). A study of another config is refused."""
+    with _creation_lock(storage_url):
+        return _open_study(storage_url, study_name, parts, sampler, pruner)
+
+
+def _creation_lock(url: str) -> Any:
+    """Processes that start at once on one new SQLite file would race to create its tables (an
+    IntegrityError in one of them): they take turns through a lock file beside it."""
+    from contextlib import nullcontext
+
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix):] in ("", ":memory:"):
+        return nullcontext()
+    from filelock import FileLock
+
+    path = url[len(prefix):]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return FileLock(path + ".lock", timeout=300)
+
+
+def _open_study(storage_url: str, study_name: str, parts: Mapping[str, Any], sampler: Any, pruner: Any) -> Any:
     optuna = require_optuna()
     storage = storage_for(storage_url)
     wanted = fingerprint(parts)
@@ -731,8 +755,10 @@ def open_study(storage_url: str, study_name: str, parts: Mapping[str, Any], samp
         fail_stale = optuna.storages.fail_stale_trials
     except AttributeError:  # pragma: no cover - older Optuna
         fail_stale = None
-    if fail_stale is not None:
-        fail_stale(study)
+    if fail_stale is not None:  # trials a killed process left RUNNING count as failed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale(study)
     return study
 
 
