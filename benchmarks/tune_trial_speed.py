@@ -11,19 +11,10 @@ the first round, and reused after).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import tempfile
 import time
-from typing import Any
-
-
-def configured_value(sections: dict[str, Any], key: str) -> Any:
-    value: Any = sections
-    for part in key.split("."):
-        if isinstance(value, str):  # loss = "triplet"
-            value = {"name": value}
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def main() -> None:
@@ -42,9 +33,8 @@ def main() -> None:
     if not job.run.settings.get("cache_dir"):
         raise SystemExit("give the job a [train] cache_dir, so both sides train from a filled cache")
     job.prepare()
-    base = {"model": job.job.model, "train": {**job.job.train, "epochs": args.epochs}}
-    sections = job.sections_for(lambda param: configured_value(base, param.key))
-    sections["train"]["epochs"] = args.epochs
+    # the job's own settings: what simplug train trains
+    sections = {"model": copy.deepcopy(job.job.model), "train": {**job.job.train, "epochs": args.epochs}}
     warm = start_run(args.config, os.path.join(out, "warm-up"), 1, quiet)  # builds simplug train's cache file
     read_data(warm)
     build_model(warm)

@@ -264,3 +264,39 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     numbers = [t.number for t in study.trials]
     assert numbers == list(range(len(numbers))) and len(numbers) >= 4
     assert all(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials)
+
+
+# ------------------------------------------------------------------ best epoch
+def test_best_epoch_prefers_epochs_meeting_the_constraints_restores_them_and_stops_on_patience():
+    from types import SimpleNamespace
+
+    from simplug.training.tuning import BestEpoch
+
+    # r_precision rises every epoch while precision@1 falls below the untrained 0.80 after epoch 3
+    script = [{"r_precision": 0.4 + 0.05 * e, "precision@1": 0.82 if e <= 3 else 0.78} for e in range(1, 11)]
+    module = SimpleNamespace(model=torch.nn.Linear(2, 2))
+    weights = []
+
+    def score(pl_module):
+        return script[len(weights) - 1]
+
+    selector = BestEpoch(score, "r_precision", [Constraint.parse("precision@1 >= untrained")], {"precision@1": 0.80},
+                         patience=4)
+    trainer = SimpleNamespace(current_epoch=0, should_stop=False)
+    for epoch in range(10):
+        with torch.no_grad():
+            module.model.weight.add_(1.0)  # what the epoch trained
+        weights.append(module.model.weight.detach().clone())
+        trainer.current_epoch = epoch
+        selector.on_train_epoch_end(trainer, module)
+        if trainer.should_stop:
+            break
+    assert selector.best.epoch == 3 and selector.best.feasible
+    assert [row["epoch"] for row in selector.history] == [1, 2, 3, 4, 5, 6, 7]  # stopped 4 epochs after epoch 3
+    selector.on_train_end(trainer, module)
+    assert torch.equal(module.model.weight, weights[2])
+    # with no epoch meeting the constraints, the one that misses them least
+    closest = BestEpoch(lambda m: {"r_precision": 0.5, "precision@1": 0.79}, "r_precision",
+                        [Constraint.parse("precision@1 >= 0.9")], {})
+    closest.on_train_epoch_end(SimpleNamespace(current_epoch=0, should_stop=False), module)
+    assert closest.best.epoch == 1 and not closest.best.feasible

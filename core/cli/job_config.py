@@ -17,7 +17,7 @@ SECTIONS = {
     "output": {"dir"},
     # simplug tune: the search space, the objective and constraints, the study (see core/training/tuning.py)
     "tune": {"space", "objective", "constraints", "front", "trials", "timeout", "storage", "study_name", "dir", "seed",
-             "prune", "one_thread"},
+             "prune", "one_thread", "patience"},
 }
 HEADLINE = {"groups": "r_precision", "pairs": "precision@1"}
 

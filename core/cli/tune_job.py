@@ -51,6 +51,8 @@ from simplug.training.tuning import (
 
 DEFAULT_TRIALS = 20
 DEFAULT_SHARE = 0.2
+DEFAULT_PATIENCE = 30  # epochs without a better choice before a trial stops
+REPORT_EVERY = 5  # epochs between a trial's reports to the pruner
 # besides the objective, the metrics whose trade-off the report shows (those that are reported)
 FRONT = ("precision@1", "knn10_accuracy", "recall@10")
 
@@ -90,6 +92,9 @@ class TuningJob:
         self.run: TrainingRun = start_run(config_path, out, None, echo)
         self.seed = int(self.tune.get("seed", self.run.settings.get("seed", 0)))
         self.share = self.run.settings.get("validation_share", DEFAULT_SHARE)
+        self.patience = self.tune.get("patience", DEFAULT_PATIENCE)
+        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1):
+            raise ConfigError(f"[tune] patience is a number of epochs above 0, got {self.patience!r}")
         self.best_models: dict[int, TrainableModel] = {}
 
     @property
@@ -180,7 +185,8 @@ class TuningJob:
             model.use_cache({"cache_type": "auto"})
             assert self.outputs is not None
             callbacks.append(PrefilledCache(self.outputs))
-        selector = BestEpoch(self.validation_task.score, self.objective, self.constraints, self.untrained_validation, report=report)
+        selector = BestEpoch(self.validation_task.score, self.objective, self.constraints, self.untrained_validation,
+                             report=report, patience=self.patience)
         # the validation loader only logs a loss; it is there so the random draws match simplug train's
         train_loader, val_loader = loaders(run.kind, self.fit_samples, self.validation, settings)
         with self._trial_threads(settings):
@@ -219,6 +225,10 @@ class TuningJob:
         prune = bool(self.tune.get("prune", True))
 
         def report(epoch: int, value: float) -> bool:
+            # every few epochs: each report is a database write, and each pruning check reads
+            # every trial's values back from the database
+            if epoch % REPORT_EVERY:
+                return False
             trial.report(value, epoch)
             return prune and trial.should_prune()
 
@@ -264,7 +274,7 @@ class TuningJob:
         }
         constraints = {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraint_values}
         sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=min(8, max(2, self.trials // 3)), **constraints)
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=10)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2 * REPORT_EVERY)
         study = open_study(self.storage, self.study_name, parts, sampler, pruner)
         done = _finished(study)
         wanted = max(0, self.trials - done)
@@ -314,6 +324,8 @@ class TuningJob:
             "tuning": {"trial": best.number, "params": best.params, "epoch": best.user_attrs.get("epoch"),
                        "validation": best.user_attrs.get("metrics"), "held_out": {"untrained": untrained, "tuned": trained}},
         })
+        # the trial may have stopped early (patience): the config trains for the epochs it ran
+        sections["train"]["epochs"] = int(best.user_attrs.get("epochs_run") or sections["train"].get("epochs", 10))
         config_path = write_best_config(self.job, sections, self.objective, [str(c) for c in self.constraints],
                                         self.share, os.path.join(out, "best_config.toml"))
         trials_path = write_trials_csv(study, self.reported, os.path.join(out, "trials.csv"))

@@ -573,17 +573,21 @@ class BestEpoch(pl.Callback):
     one that misses them least), and puts them back when training ends.
 
     ``report(epoch, value)`` is called with the best value so far after every epoch; when it
-    returns True, training stops (a pruned trial)."""
+    returns True, training stops (a pruned trial). With ``patience``, training also stops when
+    the choice has not changed for that many epochs (the later epochs could only be chosen by
+    beating it; a config that reruns the trial trains for the epochs it ran)."""
 
     def __init__(self, score: Callable[[Any], dict[str, float]], objective: str,
                  constraints: Sequence[Constraint] = (), untrained: Mapping[str, float] | None = None,
-                 report: Callable[[int, float], bool] | None = None, restore: bool = True):
+                 report: Callable[[int, float], bool] | None = None, restore: bool = True,
+                 patience: int | None = None):
         self.score = score
         self.objective = objective
         self.constraints = list(constraints)
         self.untrained = dict(untrained or {})
         self.report = report
         self.restore = restore
+        self.patience = patience
         self.history: list[dict[str, float]] = []
         self.best: EpochChoice | None = None
         self.pruned = False
@@ -604,6 +608,8 @@ class BestEpoch(pl.Callback):
             self._state = trainable_state(pl_module.model) if self.restore else None
         if self.report is not None and self.best is not None and self.report(epoch, self.best.metrics[self.objective]):
             self.pruned = True
+            trainer.should_stop = True
+        if self.patience and self.best is not None and epoch - self.best.epoch >= self.patience:
             trainer.should_stop = True
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
