@@ -13,7 +13,7 @@ import torch
 
 optuna = pytest.importorskip("optuna")
 
-from simplug.cli.tune_job import TuningJob, _small_toml, run_tuning  # noqa: E402
+from simplug.cli.tune_job import run_tuning, small_toml  # noqa: E402
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample  # noqa: E402
 from simplug.errors import ConfigError, DataError  # noqa: E402
 from simplug.evaluation.heldout import HeldOutScorer, retrieval_task  # noqa: E402
@@ -202,7 +202,7 @@ def test_small_toml_writer_round_trips():
               "train": {"epochs": 3, "lr": 1e-3, "select_best": {"metric": "r_precision", "constraints": ["a >= untrained"]},
                         "flag": True, "ks": [1, 5]},
               "model": {"loss": {"name": "triplet", "margin": 0.5}, "key with space": 1}}
-    assert tomllib.loads(_small_toml(config)) == config
+    assert tomllib.loads(small_toml(config)) == config
 
 
 # ------------------------------------------------------------------ the command end to end

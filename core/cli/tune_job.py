@@ -492,11 +492,11 @@ def dump_toml(config: dict[str, Any]) -> str:
     try:
         import tomli_w
     except ImportError:
-        return _small_toml(config)
+        return small_toml(config)
     return tomli_w.dumps(config)
 
 
-def _small_toml(config: dict[str, Any]) -> str:
+def small_toml(config: dict[str, Any]) -> str:
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
