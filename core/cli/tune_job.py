@@ -14,6 +14,7 @@ Outputs (in ``[tune] dir``, default ``<[output] dir>/tune``): ``study.db``, ``tr
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -26,11 +27,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from simplug.cli.job_config import HEADLINE, SECTIONS, JobConfig
+from simplug.cli.job_config import HEADLINE, SECTIONS, JobConfig, load_job_config
 from simplug.cli.tables import format_comparison, text_table
 from simplug.cli.train_job import TrainingRun, loaders, read_data, start_run
 from simplug.components.encoder import Encoder
+from simplug.components.head import EncoderHead
 from simplug.errors import ConfigError
+from simplug.model.similarity_model import DEFAULT_ENCODER_KEY, SimilarityModel
 from simplug.registry.building import build_component
 from simplug.training.fit import fit
 from simplug.training.trainable import TrainableModel
@@ -62,8 +65,6 @@ class TuningJob:
 
     def __init__(self, config_path: str, trials: int | None = None, timeout: float | None = None,
                  out: str | None = None, storage: str | None = None, echo: Callable[[str], Any] = print):
-        from simplug.cli.job_config import load_job_config
-
         job = load_job_config(config_path)
         self.tune = dict(job.tune)
         if "space" not in self.tune:
@@ -151,8 +152,6 @@ class TuningJob:
     def _build_encoders(self) -> dict[str, Encoder]:
         model = self.job.model
         if "encoder" in model:
-            from simplug.model.similarity_model import DEFAULT_ENCODER_KEY
-
             return {DEFAULT_ENCODER_KEY: build_component("encoders", model["encoder"], Encoder)}
         specs = model.get("encoders")
         if not isinstance(specs, dict) or not specs:
@@ -385,9 +384,6 @@ def one_thread() -> Iterator[None]:
 
 def encoders_only_model(encoders: dict[str, Encoder]) -> Any:
     """The encoders with no head (what the untrained baseline scores)."""
-    from simplug.components.head import EncoderHead
-    from simplug.model.similarity_model import SimilarityModel
-
     size = sum(e.embedding_size for e in encoders.values())
     return SimilarityModel(dict(encoders), build_component("heads", "empty", EncoderHead, input_embedding_size=size))
 
@@ -400,8 +396,6 @@ def _objects(kind: str, samples: list[Any]) -> list[Any]:
 
 def _data_identity(job: JobConfig) -> dict[str, Any]:
     """The data as content (file digests), so machines with other paths share one study."""
-    import hashlib
-
     out: dict[str, Any] = {k: v for k, v in job.data.items() if k not in ("train", "validation")}
     for split in ("train", "validation"):
         h = hashlib.sha256()

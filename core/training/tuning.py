@@ -17,11 +17,15 @@ import random
 import re
 import warnings
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from simplug.components.distance import resolve_distance
 from simplug.components.encoder import Encoder
@@ -29,6 +33,7 @@ from simplug.errors import ConfigError, DataError, SimplugError
 from simplug.evaluation.baselines import group_retrieval_metrics
 from simplug.evaluation.heldout import retrieval_task
 from simplug.evaluation.retrieval import score_rankings, task_sides
+from simplug.registry import get_registry
 from simplug.training.cache.files import encoder_fingerprint, update_content_digest
 
 UNTRAINED = "untrained"  # a constraint's bound: the untrained encoder's value of the same metric
@@ -234,8 +239,6 @@ def component_classes(path: Sequence[str], table: Mapping[str, Any], space_names
     kind = component_kind(path)
     if kind is None:
         return []
-    from simplug.registry import get_registry
-
     return [get_registry().resolve(kind, n) for n in names if isinstance(n, str)]
 
 
@@ -492,8 +495,6 @@ class EncoderOutputs:
 
 def save_outputs(path: str, outputs: torch.Tensor) -> None:
     """Write encoder outputs atomically, with the digest of their bytes in the file's metadata."""
-    from safetensors.torch import save_file
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = outputs.contiguous()
     digest = hashlib.sha256(data.numpy().tobytes()).hexdigest()
@@ -504,8 +505,6 @@ def save_outputs(path: str, outputs: torch.Tensor) -> None:
 
 def load_outputs(path: str, rows: int) -> torch.Tensor | None:
     """Stored outputs, or ``None`` when the file is missing; a damaged file is named and not used."""
-    from safetensors import safe_open
-
     if not os.path.exists(path):
         return None
     try:
@@ -723,13 +722,9 @@ def open_study(storage_url: str, study_name: str, parts: Mapping[str, Any], samp
 def _creation_lock(url: str) -> Any:
     """Processes that start at once on one new SQLite file would race to create its tables (an
     IntegrityError in one of them): they take turns through a lock file beside it."""
-    from contextlib import nullcontext
-
     prefix = "sqlite:///"
     if not url.startswith(prefix) or url[len(prefix):] in ("", ":memory:"):
         return nullcontext()
-    from filelock import FileLock
-
     path = url[len(prefix):]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return FileLock(path + ".lock", timeout=300)
