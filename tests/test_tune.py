@@ -2,11 +2,9 @@
 selection, the Pareto front, the study store, and the command end to end on a small job."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tomllib
-import warnings
 
 import pytest
 import torch

@@ -24,7 +24,6 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 from simplug.cli.job_config import HEADLINE, SECTIONS, JobConfig, load_job_config
@@ -42,14 +41,13 @@ from simplug.training.tuning import (
     EmbeddedTask,
     EncoderOutputs,
     PrefilledCache,
+    apply_params,
     carve_validation,
     open_study,
     pareto_front,
     parse_constraints,
     parse_space,
     require_optuna,
-    trainable_state,
-    apply_params,
 )
 
 DEFAULT_TRIALS = 20
@@ -282,8 +280,13 @@ class TuningJob:
         started = time.perf_counter()
         if wanted:
             stop = optuna.study.MaxTrialsCallback(self.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
-            study.optimize(self.objective_fn, n_trials=wanted, timeout=self.timeout, callbacks=[stop, self._print_trial],
-                           gc_after_trial=False)
+            try:
+                study.optimize(self.objective_fn, n_trials=wanted, timeout=self.timeout, callbacks=[stop, self._print_trial],
+                               gc_after_trial=False)
+            except KeyboardInterrupt:
+                # the finished trials are in the study: report on them; the same command resumes
+                self.echo(f"interrupted: {_finished(study)} finished trial(s) are stored in {self.storage}; "
+                          "the same command resumes the study")
         self.timings["search"] = time.perf_counter() - started
         return study
 

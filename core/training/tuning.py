@@ -18,7 +18,7 @@ import re
 import warnings
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pytorch_lightning as pl
@@ -110,16 +110,6 @@ class SearchParam:
         if self.is_int:
             return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)
-
-    def describe(self) -> dict[str, Any]:
-        if self.choices is not None:
-            return {"choices": list(self.choices)}
-        out = {"low": self.low, "high": self.high}
-        if self.step is not None:
-            out["step"] = self.step
-        if self.log:
-            out["log"] = True
-        return out
 
 
 def parse_space(space: Any, sections: Mapping[str, Any], where: str = "[tune.space]",
@@ -761,16 +751,3 @@ def _open_study(storage_url: str, study_name: str, parts: Mapping[str, Any], sam
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale(study)
     return study
-
-
-@dataclass
-class TrialOutcome:
-    """What a finished trial records (also stored as the trial's user attributes)."""
-
-    metrics: dict[str, float]
-    epoch: int
-    epochs_run: int
-    feasible: bool
-    violation: float
-    seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
