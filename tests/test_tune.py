@@ -298,3 +298,31 @@ def test_best_epoch_prefers_epochs_meeting_the_constraints_restores_them_and_sto
                         [Constraint.parse("precision@1 >= 0.9")], {})
     closest.on_train_epoch_end(SimpleNamespace(current_epoch=0, should_stop=False), module)
     assert closest.best.epoch == 1 and not closest.best.feasible
+
+
+def test_a_pruned_run_stops_at_once_and_keeps_its_last_weights():
+    from types import SimpleNamespace
+
+    from simplug.training.tuning import BestEpoch
+
+    reports: list[tuple[int, float]] = []
+
+    def report(epoch, value):
+        reports.append((epoch, value))
+        return epoch == 2  # the pruner gives up on the second report
+
+    module = SimpleNamespace(model=torch.nn.Linear(2, 2))
+    values = iter([0.5, 0.4, 0.9])
+    selector = BestEpoch(lambda m: {"r_precision": next(values)}, "r_precision", report=report)
+    trainer = SimpleNamespace(current_epoch=0, should_stop=False)
+    for epoch in range(3):
+        trainer.current_epoch = epoch
+        with torch.no_grad():
+            module.model.bias.add_(1.0)
+        selector.on_train_epoch_end(trainer, module)
+        if trainer.should_stop:
+            break
+    assert selector.pruned and reports == [(1, 0.5), (2, 0.5)]  # the best value so far, after every epoch
+    last = module.model.bias.detach().clone()
+    selector.on_train_end(trainer, module)
+    assert torch.equal(module.model.bias, last)
