@@ -373,3 +373,23 @@ def test_train_cache_dir_without_a_cache_is_refused(tmp_path):
     config.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="cache_dir is set but nothing is cached"):
         run_training(str(config), epochs=1, echo=lambda line: None)
+
+
+def test_the_reported_scores_are_the_saved_models_scores_also_with_select_best(tmp_path):
+    """The before/after table must describe the model that was saved: with best-epoch selection the
+    cache holds only the carved training share, and the held-out task must not read wrong rows."""
+    from simplug.cli.train_job import run_training
+    from simplug.data.readers import read_samples
+    from simplug.evaluation.heldout import HeldOutScorer, retrieval_task
+    from simplug.serving import SimilarityModel
+
+    job = make_group_job(tmp_path)
+    job.write_text(job.read_text().replace("[train]\n", "[train]\nselect_best = true\nvalidation_share = 0.25\n"))
+    report = run_training(str(job), output_dir=str(tmp_path / "run"), echo=lambda *_: None)
+    ids: dict = {}
+    train = read_samples(str(tmp_path / "train.jsonl"), "groups", {"obj": "x", "group": "label"}, ids)
+    held = read_samples(str(tmp_path / "held.jsonl"), "groups", {"obj": "x", "group": "label"}, ids)
+    saved = SimilarityModel.load(report["model"])
+    fresh = HeldOutScorer(retrieval_task("groups", held, train), ks=(1, 5))
+    assert report["trained"] == pytest.approx(fresh.score(saved), abs=1e-6)
+    assert report["untrained"] == pytest.approx(fresh.score(saved, heads=False), abs=1e-6)

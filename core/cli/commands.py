@@ -225,6 +225,26 @@ def train(
 
 
 @app.command()
+def tune(
+    config: str = typer.Argument(..., help="a TOML job config with a [tune] section (see examples/category_routing/config.toml)"),
+    trials: Optional[int] = typer.Option(None, "--trials", help="finished trials the study should hold (default: [tune] trials, 20)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="stop starting trials after this many seconds"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="output directory (default: [tune] dir, else <[output] dir>/tune)"),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="study database URL shared by several machines, e.g. postgresql://host/db (default: sqlite in the output directory)"
+    ),
+) -> None:
+    """Search the [tune.space] of a config with Optuna; choose on a validation split carved from
+    the training data; score the held-out split once; save the model and a config to retrain it."""
+    from simplug.cli.tune_job import run_tuning
+
+    try:
+        run_tuning(config, trials=trials, timeout=timeout, out=out, storage=storage, echo=typer.echo)
+    except SimplugError as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def evaluate(
     model: str = typer.Argument(..., help="saved model directory"),
     data: str = typer.Argument(..., help="JSONL/CSV of pairs (obj_a, obj_b) or groups (obj, group)"),

@@ -56,8 +56,9 @@ class TrainSection(_Section):
     validate_: bool = Field(True, alias="validate", description="true or false")
     early_stopping_patience: NonNegativeInt = Field(0, description=f"{_WHOLE} >= 0 (0 turns early stopping off)")
     accelerator: Text = Field("cpu", description='a Lightning accelerator, e.g. "cpu", "gpu" or "auto"')
-    # read by model selection (simplug tune); its values are checked there
+    # best-epoch selection on a split carved from the training data; its values are checked there
     select_best: Any = None
+    validation_share: float = Field(0.2, gt=0, lt=1, description="a share of the training data, e.g. 0.2")
 
 
 class EvaluateSection(_Section):
@@ -83,7 +84,7 @@ _SECTION_MODELS: dict[str, type[_Section] | None] = {
     "train": TrainSection,
     "evaluate": EvaluateSection,
     "output": OutputSection,
-    "tune": None,  # free-form for now: read by simplug tune
+    "tune": None,  # checked by simplug tune (core/training/tuning.py), which knows its keys
 }
 SECTIONS = {
     name: None if model is None else {f.alias or key for key, f in model.model_fields.items()}

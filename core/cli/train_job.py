@@ -30,6 +30,7 @@ from simplug.evaluation.retrieval import Record
 from simplug.registry.building import positive_int
 from simplug.training.fit import fit
 from simplug.training.trainable import TrainableModel
+from simplug.training.tuning import best_epoch_selector
 
 
 @dataclass
@@ -48,6 +49,7 @@ class TrainingRun:
     columns: dict[str, dict[str, float]] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     trained: dict[str, float] = field(default_factory=dict)
+    selected: dict[str, Any] = field(default_factory=dict)  # [train] select_best: the chosen epoch
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -235,10 +237,20 @@ def train_model(run: TrainingRun) -> None:
     """Lightning's fit, recording the held-out headline metric after every epoch."""
     settings = run.settings
     assert run.scorer is not None
-    train_loader, val_loader = loaders(run.kind, run.train, run.held_out, settings)
+    train_samples, selector = run.train, None
+    if settings.get("select_best"):
+        # keep the epoch that scores best on a split carved from the training data (never the held-out one)
+        train_samples, selector = best_epoch_selector(
+            run.kind, run.train, run.model, settings["select_best"], run.headline,
+            settings.get("validation_share", 0.2), int(settings.get("seed", 0)), run.job.evaluate)
+    if not run.columns and train_samples is not run.train:
+        # the cache's training rows are the carved training share, not the training file the
+        # held-out task's candidates come from: score the untrained encoder by encoding
+        score_untrained(run)
+    train_loader, val_loader = loaders(run.kind, train_samples, run.held_out, settings)
     deferred = not run.columns  # the untrained encoder is scored from the filled cache
     recorder = EpochRecorder(run.scorer, run.headline, (lambda module: score_untrained(run, module)) if deferred else None)
-    callbacks: list[Any] = [recorder]
+    callbacks: list[Any] = [recorder] + ([selector] if selector is not None else [])
     if settings.get("early_stopping_patience"):
         callbacks.append(EarlyStopping(monitor=f"heldout_{run.headline}", mode="max",
                                        patience=int(settings["early_stopping_patience"])))
@@ -260,6 +272,10 @@ def train_model(run: TrainingRun) -> None:
         raise TrainingDivergedError(f"{exc} (the learning rate is [model] optimizer.lr in {run.job.path})") from None
     finally:
         run.history = recorder.history
+    if selector is not None and selector.best is not None:
+        run.selected = {"epoch": selector.best.epoch, "validation": selector.best.metrics,
+                        "meets_constraints": selector.best.feasible, "validation_samples": len(run.train) - len(train_samples)}
+        run.echo(selector.summary())
     if run.model.cache_state is not None:
         for key, outcome in run.model.cache_state.outcomes.items():
             run.echo(f"cache of encoder {key!r}: {outcome}")
@@ -285,6 +301,7 @@ def write_outputs(run: TrainingRun) -> dict[str, Any]:
         "baselines": run.columns,
         "trained": run.trained,
         "epochs": run.history,
+        **({"selected": run.selected} if run.selected else {}),
         "seconds": {k: round(v, 3) for k, v in run.timings.items()},
         "cache": dict(cache_state.outcomes) if cache_state is not None else {},
         "model": os.path.abspath(model_dir),

@@ -1,0 +1,604 @@
+"""``simplug tune CONFIG.toml``: search the ``[tune.space]`` of a job with Optuna.
+
+Honest selection: trials train on the training data minus a validation split carved from it
+(per group, seeded) and are scored on that split after every epoch; the held-out split of the
+config is scored once, for the chosen model, at the end. Fast: the frozen encoders run once over
+every object, and every trial's cache is filled from those outputs. Resumable: the study lives in
+an SQLite file in the output folder (or in any database Optuna reaches by URL, which lets several
+machines run trials of one study).
+
+Outputs (in ``[tune] dir``, default ``<[output] dir>/tune``): ``study.db``, ``trials.csv``,
+``best_config.toml`` (a config ``simplug train`` runs unchanged, reproducing the chosen trial),
+``model/`` (the chosen model), ``model_card.md``, ``report.json`` and ``tune.png``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from simplug.cli.job_config import HEADLINE, SECTIONS, JobConfig, load_job_config
+from simplug.cli.tables import format_comparison, text_table
+from simplug.cli.train_job import TrainingRun, loaders, read_data, start_run
+from simplug.components.encoder import Encoder
+from simplug.components.head import EncoderHead
+from simplug.errors import ConfigError
+from simplug.model.similarity_model import DEFAULT_ENCODER_KEY, SimilarityModel
+from simplug.registry.building import build_component
+from simplug.training.fit import fit
+from simplug.training.trainable import TrainableModel
+from simplug.training.tuning import (
+    BestEpoch,
+    EmbeddedTask,
+    EncoderOutputs,
+    PrefilledCache,
+    apply_params,
+    carve_validation,
+    open_study,
+    pareto_front,
+    parse_constraints,
+    parse_space,
+    require_optuna,
+)
+
+DEFAULT_TRIALS = 20
+DEFAULT_SHARE = 0.2
+DEFAULT_PATIENCE = 30  # epochs without a better choice before a trial stops
+REPORT_EVERY = 5  # epochs between a trial's reports to the pruner
+# besides the objective, the metrics whose trade-off the report shows (those that are reported)
+FRONT = ("retrieval_precision@1", "knn_accuracy@10", "recall@10")
+
+
+class TuningJob:
+    """One ``simplug tune`` run: the data, the encoder outputs, the study and its trials."""
+
+    def __init__(self, config_path: str, trials: int | None = None, timeout: float | None = None,
+                 out: str | None = None, storage: str | None = None, echo: Callable[[str], Any] = print):
+        job = load_job_config(config_path)
+        self.tune = dict(job.tune)
+        if "space" not in self.tune:
+            raise ConfigError(f"{config_path}: simplug tune needs a [tune.space] table, e.g.\n"
+                              "[tune.space]\n\"model.optimizer.lr\" = {low = 1e-4, high = 1e-2, log = true}")
+        self.params = parse_space(self.tune["space"], {"model": job.model, "train": job.train},
+                                  train_keys=SECTIONS["train"] or ())
+        require_optuna()
+        self.trials = _positive_int(trials if trials is not None else self.tune.get("trials", DEFAULT_TRIALS), "trials")
+        self.timeout = timeout if timeout is not None else self.tune.get("timeout")
+        if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0):
+            raise ConfigError(f"the timeout is a number of seconds above 0, got {self.timeout!r}")
+        if out is None:
+            out = job.resolve_path(str(self.tune["dir"])) if "dir" in self.tune else None
+            if out is None and job.output.get("dir"):
+                out = os.path.join(job.resolve_path(str(job.output["dir"])), "tune")
+        if not out:
+            raise ConfigError(f"{config_path}: say where to write the study: [tune] dir = \"...\", [output] dir, or --out DIR")
+        self.out = out
+        os.makedirs(out, exist_ok=True)
+        self.storage = storage or self.tune.get("storage") or f"sqlite:///{os.path.abspath(os.path.join(out, 'study.db'))}"
+        self.study_name = str(self.tune.get("study_name", "simplug-tune"))
+        self.echo = echo
+        self.timings: dict[str, float] = {}
+        # the run of simplug train this job mirrors: same seed, same reading of the data
+        self.run: TrainingRun = start_run(config_path, out, None, echo)
+        self.seed = int(self.tune.get("seed", self.run.settings.get("seed", 0)))
+        self.share = self.run.settings.get("validation_share", DEFAULT_SHARE)
+        self.patience = self.tune.get("patience", DEFAULT_PATIENCE)
+        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1):
+            raise ConfigError(f"[tune] patience is a number of epochs above 0, got {self.patience!r}")
+        self.best_models: dict[int, TrainableModel] = {}
+
+    @property
+    def job(self) -> JobConfig:
+        return self.run.job
+
+    # ------------------------------------------------------------------ preparation
+    def prepare(self) -> None:
+        """Data, the validation split, the encoders and their outputs, the untrained scores."""
+        started = time.perf_counter()
+        run = self.run
+        read_data(run)
+        self.fit_samples, self.validation = carve_validation(run.train, run.kind, self.share, int(run.settings.get("seed", 0)))
+        run.echo(f"validation split: {len(self.validation)} of the {len(run.train)} training samples "
+                 f"(share {self.share}, seed {run.settings.get('seed', 0)}); trials train on the other {len(self.fit_samples)}")
+        self.encoders = self._build_encoders()
+        # what simplug train's random generators hold when it builds the head: trials start there
+        self.rng_after_encoders = (torch.get_rng_state(), random.getstate(), np.random.get_state())
+        self.frozen = all(not e.trainable for e in self.encoders.values())
+        evaluation = self.job.evaluate
+        distance, ks = evaluation.get("distance", "cosine"), evaluation.get("ks", (1, 5, 10))
+        self.validation_task = EmbeddedTask(run.kind, self.validation, self.fit_samples, distance, ks)
+        self.held_out_task = EmbeddedTask(run.kind, run.held_out, run.train, distance, ks,
+                                          candidate_mode=evaluation.get("candidates", "train"))
+        self.base = encoders_only_model(self.encoders)
+        self.outputs: EncoderOutputs | None = None
+        if self.frozen:
+            # the one pass of the frozen encoders: every trial's cache and every score reads from it
+            encode_started = time.perf_counter()
+            cache_dir = run.settings.get("cache_dir")
+            self.outputs = EncoderOutputs(self.base, _objects(run.kind, run.train) + _objects(run.kind, run.held_out),
+                                          save_dir=self.job.resolve_path(str(cache_dir)) if cache_dir else None)
+            self.timings["encode"] = time.perf_counter() - encode_started
+            run.echo(f"encoder outputs of {len(self.outputs.objects)} objects: {self.outputs.outcome} "
+                     f"({self.timings['encode']:.1f} s); every trial trains from them")
+            self.validation_task.use_outputs_table(self.outputs)
+            self.held_out_task.use_outputs_table(self.outputs)
+        self.untrained_validation = self.validation_task.score(self.base, heads=False)
+        self.reported = list(self.untrained_validation)
+        self.objective = str(self.tune.get("objective", evaluation.get("headline", HEADLINE[run.kind])))
+        if self.objective not in self.reported:
+            raise ConfigError(f"[tune] objective {self.objective!r} is not a reported metric; the metrics are: {', '.join(self.reported)}")
+        self.constraints = parse_constraints(self.tune.get("constraints"), self.reported)
+        front = self.tune.get("front", [m for m in FRONT if m in self.reported])
+        if not isinstance(front, list) or any(m not in self.reported for m in front):
+            raise ConfigError(f"[tune] front lists metrics to trade off against the objective; pick from: {', '.join(self.reported)}")
+        self.front = [self.objective] + [m for m in front if m != self.objective]
+        run.echo(f"untrained encoder on the validation split: "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in self.untrained_validation.items()))
+        if self.constraints:
+            run.echo("constraints: " + "; ".join(map(str, self.constraints)))
+        self.timings["prepare"] = time.perf_counter() - started
+
+    def _build_encoders(self) -> dict[str, Encoder]:
+        model = self.job.model
+        if "encoder" in model:
+            return {DEFAULT_ENCODER_KEY: build_component("encoders", model["encoder"], Encoder)}
+        specs = model.get("encoders")
+        if not isinstance(specs, dict) or not specs:
+            raise ConfigError(f"{self.job.path}: [model] needs encoder = {{...}} or a table of encoders")
+        return {key: build_component("encoders", spec, Encoder) for key, spec in specs.items()}
+
+    # ------------------------------------------------------------------ one trial
+    def sections_for(self, pick: Callable[[Any], Any]) -> dict[str, Any]:
+        """The job's [model] and [train] with a trial's values."""
+        return apply_params({"model": self.job.model, "train": self.job.train}, self.params, pick)
+
+    def train_one(self, sections: dict[str, Any], report: Callable[[int, float], bool] | None = None) -> tuple[TrainableModel, BestEpoch]:
+        """Train one setting exactly as ``simplug train`` trains its config with ``select_best``
+        (same generators, same split), from the stored encoder outputs."""
+        run = self.run
+        settings = {**run.settings, **sections["train"]}
+        model_config = dict(sections["model"])
+        if self.frozen:  # the frozen encoders are shared; a trainable one is built anew for each trial
+            key = "encoder" if "encoder" in model_config else "encoders"
+            model_config[key] = (next(iter(self.encoders.values())) if key == "encoder" else dict(self.encoders))
+        torch.set_rng_state(self.rng_after_encoders[0])
+        random.setstate(self.rng_after_encoders[1])
+        np.random.set_state(self.rng_after_encoders[2])
+        model = TrainableModel.from_config(model_config)
+        if model.loss.target_kind != run.kind:
+            raise ConfigError(f"[data] kind is {run.kind!r} but the loss {model_config.get('loss')!r} is a "
+                              f"{model.loss.target_kind[:-1]} loss; keep only {run.kind[:-1]} losses in the search space")
+        callbacks: list[Any] = []
+        if self.frozen and settings.get("cache", "auto") not in (None, False, "none"):
+            model.use_cache({"cache_type": "auto"})
+            assert self.outputs is not None
+            callbacks.append(PrefilledCache(self.outputs))
+        selector = BestEpoch(self.validation_task.score, self.objective, self.constraints, self.untrained_validation,
+                             report=report, patience=self.patience)
+        # the validation loader only logs a loss; it is there so the random draws match simplug train's
+        train_loader, val_loader = loaders(run.kind, self.fit_samples, self.validation, settings)
+        with self._trial_threads(settings):
+            self._fit(model, train_loader, val_loader, settings, callbacks, selector)
+        return model, selector
+
+    def _trial_threads(self, settings: dict[str, Any]) -> Any:
+        """One CPU thread while a head trains on cached rows: its matrices are small, so a second
+        thread only adds synchronisation, and on a loaded machine waiting for it multiplies the
+        time of every step (measured: 5 epochs of the main job 37 s with two threads, 5.4 s with
+        one, at load 11 on two cores)."""
+        cpu = str(settings.get("accelerator", "cpu")) == "cpu"
+        return one_thread() if self.frozen and cpu and self.tune.get("one_thread", True) else nullcontext()
+
+    def _fit(self, model: TrainableModel, train_loader: Any, val_loader: Any, settings: dict[str, Any],
+             callbacks: list[Any], selector: BestEpoch) -> None:
+        fit(
+            model,
+            train_dataloader=train_loader,
+            val_dataloader=val_loader if settings.get("validate", True) else None,
+            max_epochs=int(settings.get("epochs", 10)),
+            accelerator=settings.get("accelerator", "cpu"),
+            default_root_dir=self.out,
+            logger=False,
+            callbacks=[*callbacks, selector],
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+            num_sanity_val_steps=0,
+        )
+
+    def objective_fn(self, trial: Any) -> float:
+        optuna = require_optuna()
+        started = time.perf_counter()
+        sections = self.sections_for(lambda param: param.suggest(trial))
+        prune = bool(self.tune.get("prune", True))
+
+        def report(epoch: int, value: float) -> bool:
+            # every few epochs: each report is a database write, and each pruning check reads
+            # every trial's values back from the database
+            if epoch % REPORT_EVERY:
+                return False
+            trial.report(value, epoch)
+            return prune and trial.should_prune()
+
+        model, selector = self.train_one(sections, report)
+        best = selector.best
+        assert best is not None
+        trial.set_user_attr("epoch", best.epoch)
+        trial.set_user_attr("epochs_run", selector.history[-1]["epoch"] if selector.history else 0)
+        trial.set_user_attr("metrics", best.metrics)
+        trial.set_user_attr("feasible", best.feasible)
+        misses = [c.violation(best.metrics, self.untrained_validation) for c in self.constraints]
+        trial.set_user_attr("violation", sum(misses))
+        if hasattr(trial, "set_constraint"):  # Optuna 5: the sampler reads constraints from the trial
+            for constraint, miss in zip(self.constraints, misses):
+                trial.set_constraint(str(constraint), miss)
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+        if selector.pruned:
+            raise optuna.TrialPruned(f"pruned after epoch {trial.user_attrs['epochs_run']}")
+        value = best.metrics[self.objective]
+        self._keep_if_best(trial.number, model, best.feasible, value)
+        return value
+
+    def _keep_if_best(self, number: int, model: TrainableModel, feasible: bool, value: float) -> None:
+        """Keep the model of this process's best trial so far (the others are dropped)."""
+        key = (feasible, value)
+        if not self.best_models or key > self._kept_key:
+            self.best_models = {number: model}
+            self._kept_key = key
+
+    # ------------------------------------------------------------------ the study
+    def search(self) -> Any:
+        optuna = require_optuna()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        parts = {
+            "data": _data_identity(self.job),
+            "model": self.job.model,
+            "train": {k: v for k, v in self.job.train.items() if k not in ("num_workers", "accelerator", "cache_dir")},
+            "evaluate": self.job.evaluate,
+            "space": self.tune["space"],
+            "objective": self.objective,
+            "constraints": [str(c) for c in self.constraints],
+            "validation": {"share": self.share, "seed": self.run.settings.get("seed", 0)},
+        }
+        constraints = {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraint_values}
+        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=min(8, max(2, self.trials // 3)), **constraints)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2 * REPORT_EVERY)
+        study = open_study(self.storage, self.study_name, parts, sampler, pruner)
+        done = _finished(study)
+        wanted = max(0, self.trials - done)
+        self.echo(f"study {self.study_name!r} in {self.storage}: {done} finished trial(s) before this run; "
+                  f"running until {self.trials}" + (f" or {self.timeout:g} s" if self.timeout else ""))
+        started = time.perf_counter()
+        if wanted:
+            stop = optuna.study.MaxTrialsCallback(self.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+            try:
+                study.optimize(self.objective_fn, n_trials=wanted, timeout=self.timeout, callbacks=[stop, self._print_trial],
+                               gc_after_trial=False)
+            except KeyboardInterrupt:
+                # the finished trials are in the study: report on them; the same command resumes
+                self.echo(f"interrupted: {_finished(study)} finished trial(s) are stored in {self.storage}; "
+                          "the same command resumes the study")
+        self.timings["search"] = time.perf_counter() - started
+        return study
+
+    def _print_trial(self, study: Any, trial: Any) -> None:
+        state = trial.state.name.lower()
+        metrics = trial.user_attrs.get("metrics", {})
+        shown = ", ".join(f"{m} {metrics[m]:.3f}" for m in self.front if m in metrics)
+        epoch = trial.user_attrs.get("epoch")
+        self.echo(f"trial {trial.number} {state}: {shown}" + (f" (epoch {epoch} of {trial.user_attrs.get('epochs_run')})" if epoch else "")
+                  + ("" if trial.user_attrs.get("feasible", True) else " [misses constraints]")
+                  + f" {trial.user_attrs.get('seconds', 0):.1f} s")
+
+    # ------------------------------------------------------------------ the result
+    def finish(self, study: Any) -> dict[str, Any]:
+        optuna = require_optuna()
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            raise ConfigError("no trial finished (all pruned or failed); run more trials (--trials) or a longer --timeout")
+        best = max(complete, key=lambda t: (bool(t.user_attrs.get("feasible")), t.value))
+        started = time.perf_counter()
+        model = self.best_models.get(best.number)
+        retrained = model is None
+        if model is None:  # found by another process or an earlier run: train it again (same seed, same result)
+            fixed = optuna.trial.FixedTrial(best.params)
+            model, _ = self.train_one(self.sections_for(lambda param: param.suggest(fixed)))
+        self.timings["final_model"] = time.perf_counter() - started
+        sections = self.sections_for(lambda param: param.suggest(optuna.trial.FixedTrial(best.params)))
+        # the held-out split, scored once
+        untrained = self.held_out_task.score(self.base, heads=False)
+        trained = self.held_out_task.score(model.model)
+        columns = {"untrained encoder": untrained, f"tuned (trial {best.number})": trained}
+        rows = [_trial_row(t) for t in complete]
+        front = [complete[i].number for i in pareto_front([r["metrics"] for r in rows], self.front)]
+        out = self.out
+        model_dir = model.model.save(os.path.join(out, "model"), training={
+            **model.training_info(),
+            "tuning": {"trial": best.number, "params": best.params, "epoch": best.user_attrs.get("epoch"),
+                       "validation": best.user_attrs.get("metrics"), "held_out": {"untrained": untrained, "tuned": trained}},
+        })
+        # the trial may have stopped early (patience): the config trains for the epochs it ran
+        sections["train"]["epochs"] = int(best.user_attrs.get("epochs_run") or sections["train"].get("epochs", 10))
+        config_path = write_best_config(self.job, sections, self.objective, [str(c) for c in self.constraints],
+                                        self.share, os.path.join(out, "best_config.toml"))
+        trials_path = write_trials_csv(study, self.reported, os.path.join(out, "trials.csv"))
+        plot = plot_study(study, self.objective, self.front, front, os.path.join(out, "tune.png"))
+        report = {
+            "config": os.path.abspath(self.job.path),
+            "study": {"storage": self.storage, "name": self.study_name, "trials": len(study.trials),
+                      "complete": len(complete), "pruned": sum(t.state.name == "PRUNED" for t in study.trials)},
+            "validation": {"share": self.share, "samples": len(self.validation), "untrained": self.untrained_validation},
+            "objective": self.objective,
+            "constraints": [str(c) for c in self.constraints],
+            "best": {"trial": best.number, "value": best.value, "params": best.params, "epoch": best.user_attrs.get("epoch"),
+                     "feasible": bool(best.user_attrs.get("feasible")), "validation": best.user_attrs.get("metrics"),
+                     "retrained": retrained},
+            "held_out": {"protocol": self.held_out_task.description, "untrained": untrained, "tuned": trained},
+            "front": [{"trial": t.number, **{m: t.user_attrs["metrics"][m] for m in self.front}} for t in complete if t.number in front],
+            "seconds": {k: round(v, 3) for k, v in self.timings.items()},
+            "model": os.path.abspath(model_dir),
+            "best_config": os.path.abspath(config_path),
+            "trials_table": os.path.abspath(trials_path),
+            "plot": plot and os.path.abspath(plot),
+        }
+        table = format_comparison(columns)
+        with open(os.path.join(out, "model_card.md"), "w", encoding="utf-8") as fh:
+            fh.write(model_card(report, table))
+        with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=2)
+        echo = self.echo
+        echo("")
+        echo(trials_table(complete, self.front))
+        echo("")
+        echo(f"Pareto front over {', '.join(self.front)} (validation split): trials {', '.join(map(str, front))}")
+        if not best.user_attrs.get("feasible"):
+            echo("warning: no trial met the constraints; the chosen trial misses them least")
+        echo(f"chosen: trial {best.number} ({self.objective} {best.value:.3f} on the validation split, epoch "
+             f"{best.user_attrs.get('epoch')}): {json.dumps(best.params)}")
+        echo("")
+        echo(f"held-out metrics, scored once ({self.held_out_task.description}):")
+        echo(table)
+        echo("")
+        echo(f"model: {report['model']}")
+        echo(f"best config (simplug train runs it unchanged): {report['best_config']}")
+        echo(f"trials: {report['trials_table']}, report: {os.path.abspath(os.path.join(out, 'report.json'))}"
+             + (f", plot: {report['plot']}" if plot else ""))
+        return report
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def encoders_only_model(encoders: dict[str, Encoder]) -> Any:
+    """The encoders with no head (what the untrained baseline scores)."""
+    size = sum(e.embedding_size for e in encoders.values())
+    return SimilarityModel(dict(encoders), build_component("heads", "empty", EncoderHead, input_embedding_size=size))
+
+
+def _objects(kind: str, samples: list[Any]) -> list[Any]:
+    if kind == "groups":
+        return [s.obj for s in samples]
+    return [s.obj_a for s in samples] + [s.obj_b for s in samples]
+
+
+def _data_identity(job: JobConfig) -> dict[str, Any]:
+    """The data as content (file digests), so machines with other paths share one study."""
+    out: dict[str, Any] = {k: v for k, v in job.data.items() if k not in ("train", "validation")}
+    for split in ("train", "validation"):
+        h = hashlib.sha256()
+        with open(job.resolve_path(job.data[split]), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out[split] = h.hexdigest()
+    return out
+
+
+def _constraint_values(trial: Any) -> tuple[float]:
+    """Optuna 4's constraints_func: above 0 where the trial misses the constraints."""
+    return (float(trial.user_attrs.get("violation", 0.0)),)
+
+
+def _finished(study: Any) -> int:
+    return sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+
+
+def _trial_row(trial: Any) -> dict[str, Any]:
+    return {"number": trial.number, "metrics": trial.user_attrs["metrics"]}
+
+
+def trials_table(trials: list[Any], metrics: list[str]) -> str:
+    """The finished trials, best objective first."""
+    keys = sorted({k for t in trials for k in t.params})
+    ordered = sorted(trials, key=lambda t: (bool(t.user_attrs.get("feasible")), t.value), reverse=True)
+    rows = []
+    for t in ordered:
+        got = t.user_attrs.get("metrics", {})
+        rows.append([str(t.number), *(f"{got[m]:.3f}" if m in got else "-" for m in metrics),
+                     "yes" if t.user_attrs.get("feasible") else "no", str(t.user_attrs.get("epoch", "-")),
+                     *(_short(t.params.get(k, "-")) for k in keys)])
+    return text_table(["trial", *metrics, "meets", "epoch", *(k.split(".", 1)[1] for k in keys)], rows)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write_trials_csv(study: Any, metrics: list[str], path: str) -> str:
+    keys = sorted({k for t in study.trials for k in t.params})
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["trial", "state", "value", "meets_constraints", "epoch", "epochs_run", "seconds", *keys, *metrics])
+        for t in study.trials:
+            got = t.user_attrs.get("metrics", {})
+            writer.writerow([t.number, t.state.name.lower(), "" if t.value is None else t.value,
+                             t.user_attrs.get("feasible", ""), t.user_attrs.get("epoch", ""), t.user_attrs.get("epochs_run", ""),
+                             t.user_attrs.get("seconds", ""), *(t.params.get(k, "") for k in keys), *(got.get(m, "") for m in metrics)])
+    return path
+
+
+def write_best_config(job: JobConfig, sections: dict[str, Any], objective: str, constraints: list[str],
+                      share: float, path: str) -> str:
+    """The job with the chosen trial's values, as a config ``simplug train`` runs unchanged:
+    paths rewritten relative to the new file, and best-epoch selection on the same carved split."""
+    where = os.path.dirname(os.path.abspath(path))
+
+    def moved(value: str) -> str:
+        return os.path.relpath(job.resolve_path(value), where)
+
+    data = dict(job.data)
+    for split in ("train", "validation"):
+        data[split] = moved(str(data[split]))
+    train = dict(sections["train"])
+    if "cache_dir" in train:
+        train["cache_dir"] = moved(str(train["cache_dir"]))
+    train["select_best"] = {"metric": objective, "constraints": constraints}
+    train["validation_share"] = share
+    config = {"data": data, "model": sections["model"], "train": train}
+    if job.evaluate:
+        config["evaluate"] = dict(job.evaluate)
+    config["output"] = {"dir": moved(str(job.output["dir"])) if job.output.get("dir") else "best"}
+    text = dump_toml(config)
+    header = (f"# Written by simplug tune from {os.path.abspath(job.path)}: the chosen trial's settings.\n"
+              f"# simplug train {os.path.basename(path)} trains the same model again.\n")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(header + text)
+    return path
+
+
+def dump_toml(config: dict[str, Any]) -> str:
+    """TOML text of a config: with tomli-w when it is installed, else a small writer for what
+    job configs hold (tables of strings, numbers, booleans, lists and inline tables)."""
+    try:
+        import tomli_w
+    except ImportError:
+        return small_toml(config)
+    return tomli_w.dumps(config)
+
+
+def small_toml(config: dict[str, Any]) -> str:
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, float):
+            if math.isnan(v) or math.isinf(v):
+                return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items()) + "}"
+        raise ConfigError(f"cannot write {type(v).__name__} values to TOML")
+
+    def key(k: str) -> str:
+        return k if k.replace("_", "").replace("-", "").isalnum() and k.isascii() else json.dumps(k)
+
+    lines = []
+    for section, table in config.items():
+        lines.append(f"[{key(section)}]")
+        lines.extend(f"{key(k)} = {value(v)}" for k, v in table.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def model_card(report: dict[str, Any], table: str) -> str:
+    best = report["best"]
+    lines = [
+        "# Tuned model",
+        "",
+        f"Found by `simplug tune` on `{report['config']}`: trial {best['trial']} of {report['study']['trials']} "
+        f"({report['study']['pruned']} pruned), chosen on a validation split carved from the training data "
+        f"({report['validation']['samples']} samples) by {report['objective']}"
+        + (f" under the constraints {', '.join(report['constraints'])}" if report["constraints"] else "") + ".",
+        "",
+        f"Settings: `{json.dumps(best['params'])}`, weights of epoch {best['epoch']}.",
+        "",
+        f"Held-out split, scored once ({report['held_out']['protocol']}):",
+        "",
+        "```",
+        table,
+        "```",
+        "",
+        f"Retrain with `simplug train {report['best_config']}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_study(study: Any, objective: str, front_metrics: list[str], front: list[int], path: str) -> str | None:
+    """The objective over trials (and the best so far), and the trials on the front."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not done:
+        return None
+    others = front_metrics[1:] or [objective]
+    fig, axes = plt.subplots(1, 1 + len(others), figsize=(5 * (1 + len(others)), 4), squeeze=False)
+    ax = axes[0][0]
+    numbers = [t.number for t in done]
+    values = [t.value for t in done]
+    ok = [bool(t.user_attrs.get("feasible")) for t in done]
+    ax.scatter([n for n, f in zip(numbers, ok) if f], [v for v, f in zip(values, ok) if f], label="meets constraints", color="tab:green")
+    ax.scatter([n for n, f in zip(numbers, ok) if not f], [v for v, f in zip(values, ok) if not f], label="misses them", color="tab:gray")
+    running, best = [], -math.inf
+    for t in done:
+        if t.user_attrs.get("feasible"):
+            best = max(best, t.value)
+        running.append(best if best > -math.inf else float("nan"))
+    ax.plot(numbers, running, color="tab:green", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {objective}")
+    ax.legend()
+    for ax, other in zip(axes[0][1:], others):
+        xs = [t.user_attrs["metrics"][other] for t in done]
+        on = [t.number in front for t in done]
+        ax.scatter([x for x, f in zip(xs, on) if not f], [v for v, f in zip(values, on) if not f], color="tab:gray", label="dominated")
+        ax.scatter([x for x, f in zip(xs, on) if f], [v for v, f in zip(values, on) if f], color="tab:red", label="Pareto front")
+        ax.set_xlabel(f"validation {other}")
+        ax.set_ylabel(f"validation {objective}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run_tuning(config_path: str, trials: int | None = None, timeout: float | None = None, out: str | None = None,
+               storage: str | None = None, echo: Callable[[str], Any] = print) -> dict[str, Any]:
+    """``simplug tune``: search, choose, score the held-out split once, write the outputs."""
+    job = TuningJob(config_path, trials, timeout, out, storage, echo)
+    job.prepare()
+    study = job.search()
+    return job.finish(study)
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"the number of {what} must be a whole number above 0, got {value!r}")
+    return value

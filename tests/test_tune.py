@@ -1,0 +1,328 @@
+"""simplug tune: the search space, the carved validation split, constraints, best-epoch
+selection, the Pareto front, the study store, and the command end to end on a small job."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import torch
+
+optuna = pytest.importorskip("optuna")
+
+from simplug.cli.tune_job import run_tuning, small_toml  # noqa: E402
+from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample  # noqa: E402
+from simplug.errors import ConfigError, DataError  # noqa: E402
+from simplug.evaluation.heldout import HeldOutScorer, retrieval_task  # noqa: E402
+from simplug.training.tuning import (  # noqa: E402
+    Constraint,
+    EmbeddedTask,
+    EncoderOutputs,
+    apply_params,
+    carve_validation,
+    pareto_front,
+    parse_constraints,
+    parse_space,
+)
+
+from conftest import run_cli  # noqa: E402
+from test_jobs import make_group_job  # noqa: E402
+
+TRAIN_KEYS = {"epochs", "batch_size", "seed", "m_per_group", "cache", "cache_dir"}
+MODEL = {"encoder": {"name": "torch_module"}, "head": {"name": "skip_connection"},
+         "loss": {"name": "supervised_contrastive", "temperature": 0.1}, "optimizer": {"name": "adam", "lr": 0.001}}
+
+TUNE_SECTION = """
+[tune]
+trials = {trials}
+objective = "retrieval_r_precision"
+
+[tune.space]
+"model.optimizer.lr" = {{low = 0.003, high = 0.05, log = true}}
+"model.loss.name" = {{choices = ["triplet", "supervised_contrastive"]}}
+"model.loss.margin" = {{low = 0.2, high = 1.0}}
+"train.epochs" = {{low = 2, high = 4}}
+"""
+
+
+def tune_job(tmp_path, trials=3, extra=""):
+    config = make_group_job(tmp_path)
+    with open(config, "a", encoding="utf-8") as fh:
+        fh.write(TUNE_SECTION.format(trials=trials) + extra)
+    return config
+
+
+def quiet(line):
+    pass
+
+
+# ------------------------------------------------------------------ validation split
+def test_carved_split_is_stratified_disjoint_and_seeded():
+    samples = [SimilarityGroupSample(f"o{i}", g) for g, n in enumerate([2, 5, 10, 23]) for i in range(n)]
+    fit, val = carve_validation(samples, "groups", 0.2, seed=3)
+    assert sorted(map(id, fit + val)) == sorted(map(id, samples)) and not set(map(id, fit)) & set(map(id, val))
+    for group, n in enumerate([2, 5, 10, 23]):
+        held = sum(s.group == group for s in val)
+        assert 1 <= held <= n - 1 and held == min(n - 1, max(1, round(n * 0.2)))
+    again, _ = carve_validation(samples, "groups", 0.2, seed=3)
+    other, _ = carve_validation(samples, "groups", 0.2, seed=4)
+    assert [s.obj for s in again] == [s.obj for s in fit] and [s.obj for s in other] != [s.obj for s in fit]
+
+
+def test_too_few_items_per_group_is_an_error_with_the_numbers():
+    samples = [SimilarityGroupSample("a", 0), SimilarityGroupSample("b", 0), SimilarityGroupSample("c", 1)]
+    with pytest.raises(DataError, match=r"at least 2 training items in every group.*1 of 2 groups have fewer \(group 1 has 1"):
+        carve_validation(samples, "groups", 0.2, seed=0)
+    pairs = [SimilarityPairSample(f"q{i}", f"a{i}") for i in range(2)]
+    with pytest.raises(DataError, match="from 2 training pairs"):
+        carve_validation(pairs, "pairs", 0.2, seed=0)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        carve_validation(pairs, "pairs", 1.5, seed=0)
+
+
+# ------------------------------------------------------------------ search space
+def test_space_errors_name_the_problem_and_the_fix():
+    sections = {"model": MODEL, "train": {"epochs": 3}}
+    with pytest.raises(ConfigError, match=r"model.optimizer has no 'lrr'.*the keys there are: lr, name"):
+        parse_space({"model.optimizer.lrr": {"low": 1e-4, "high": 1e-2}}, sections, train_keys=TRAIN_KEYS)
+    with pytest.raises(ConfigError, match=r"model has no 'optimiser'.*keys there are: encoder, head, loss, optimizer"):
+        parse_space({"model.optimiser.lr": {"low": 1e-4, "high": 1e-2}}, sections, train_keys=TRAIN_KEYS)
+    with pytest.raises(ConfigError, match=r"'train.epoch' is not a \[train\] key.*batch_size, epochs, m_per_group, seed"):
+        parse_space({"train.epoch": {"low": 1, "high": 3}}, sections, train_keys=TRAIN_KEYS)
+    with pytest.raises(ConfigError, match="empty range"):
+        parse_space({"train.epochs": {"low": 3, "high": 3}}, sections, train_keys=TRAIN_KEYS)
+    with pytest.raises(ConfigError, match=r"inverted range \(low 0.01 > high 0.0001\); swap them"):
+        parse_space({"model.optimizer.lr": {"low": 1e-2, "high": 1e-4}}, sections, train_keys=TRAIN_KEYS)
+    with pytest.raises(ConfigError, match="log range, so low must be positive"):
+        parse_space({"model.optimizer.lr": {"low": 0.0, "high": 1e-2, "log": True}}, sections, train_keys=TRAIN_KEYS)
+    with pytest.raises(ConfigError, match="choices must be a non-empty list"):
+        parse_space({"model.loss.name": {"choices": []}}, sections, train_keys=TRAIN_KEYS)
+    with pytest.raises(ConfigError, match="triplet"):  # an unknown loss lists close matches
+        parse_space({"model.loss.name": {"choices": ["triplett"]}}, sections, train_keys=TRAIN_KEYS)
+
+
+def test_component_arguments_follow_the_picked_component():
+    sections = {"model": MODEL, "train": {"epochs": 3}}
+    space = {"model.loss.name": {"choices": ["triplet", "supervised_contrastive"]},
+             "model.loss.margin": {"low": 0.1, "high": 1.0}, "model.loss.temperature": {"low": 0.05, "high": 0.5}}
+    # margin is no argument of the configured loss, but of a loss the space can pick: allowed
+    params = parse_space(space, sections, train_keys=TRAIN_KEYS)
+    values = {"model.loss.margin": 0.3, "model.loss.temperature": 0.2}
+    picked: list[str] = []
+
+    def pick(name):
+        def choose(param):
+            picked.append(param.key)
+            return name if param.key.endswith("name") else values[param.key]
+        return choose
+
+    triplet = apply_params(sections, params, pick("triplet"))
+    assert triplet["model"]["loss"] == {"name": "triplet", "margin": 0.3}  # the config's temperature is dropped
+    assert "model.loss.temperature" not in picked
+    picked.clear()
+    supcon = apply_params(sections, params, pick("supervised_contrastive"))
+    assert supcon["model"]["loss"] == {"name": "supervised_contrastive", "temperature": 0.2}
+    assert "model.loss.margin" not in picked and sections["model"]["loss"]["temperature"] == 0.1  # the job is not changed
+
+
+# ------------------------------------------------------------------ constraints and the front
+def test_constraints_parse_and_measure_their_miss():
+    untrained = {"retrieval_precision@1": 0.8, "retrieval_r_precision": 0.4}
+    c = Constraint.parse("retrieval_precision@1 >= untrained-0.01")
+    assert c.violation({"retrieval_precision@1": 0.79, "retrieval_r_precision": 0.5}, untrained) == 0
+    assert c.violation({"retrieval_precision@1": 0.70, "retrieval_r_precision": 0.5}, untrained) == pytest.approx(0.09)
+    assert Constraint.parse("retrieval_r_precision <= 0.5").violation({"retrieval_r_precision": 0.75}, untrained) == pytest.approx(0.25)
+    assert [str(x) for x in parse_constraints(None, ["retrieval_precision@1", "retrieval_r_precision"])] == [
+        "retrieval_precision@1 >= untrained", "retrieval_r_precision >= untrained"]
+    with pytest.raises(ConfigError, match=r"on 'knn_accuracy@5', which is not reported; the reported metrics are: retrieval_precision@1, retrieval_r_precision"):
+        parse_constraints(["knn_accuracy@5 >= 0.5"], ["retrieval_precision@1", "retrieval_r_precision"])
+    with pytest.raises(ConfigError, match="is not understood"):
+        parse_constraints(["retrieval_precision@1 > untrained"], ["retrieval_precision@1"])
+
+
+def test_pareto_front_matches_optunas_multi_objective_front():
+    gen = torch.Generator().manual_seed(0)
+    rows = [{"a": float(x), "b": float(y), "c": float(z)} for x, y, z in torch.rand(40, 3, generator=gen).mul(4).round() / 4]
+    study = optuna.create_study(directions=["maximize"] * 3)
+    for row in rows:
+        study.add_trial(optuna.trial.create_trial(values=[row["a"], row["b"], row["c"]]))
+    # Optuna keeps one of each set of equal rows on its front; ours keeps them all
+    theirs = {tuple(t.values) for t in study.best_trials}
+    ours = pareto_front(rows, ["a", "b", "c"])
+    assert {(rows[i]["a"], rows[i]["b"], rows[i]["c"]) for i in ours} == theirs
+    assert 0 < len(ours) < len(rows)
+
+
+# ------------------------------------------------------------------ scoring from stored outputs
+def test_scores_from_stored_outputs_equal_the_held_out_scorer(tmp_path):
+    from simplug.cli.train_job import build_model, read_data, start_run
+
+    run = start_run(str(make_group_job(tmp_path)), echo=quiet)
+    read_data(run)
+    build_model(run)
+    model = run.model.model
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # a head that changes the ranking
+    outputs = EncoderOutputs(model, [s.obj for s in run.train + run.held_out])
+    task = EmbeddedTask("groups", run.held_out, run.train, ks=(1, 5))
+    task.use_outputs_table(outputs)
+    reference = HeldOutScorer(retrieval_task("groups", run.held_out, run.train), ks=(1, 5))
+    for heads in (True, False):
+        ours, theirs = task.score(model, heads=heads), reference.score(model, heads=heads)
+        assert {k: ours[k] for k in theirs} == pytest.approx(theirs, abs=1e-6)
+        assert "knn_accuracy@10" in ours
+
+
+def test_stored_outputs_are_reused_and_a_damaged_file_is_not(tmp_path):
+    from simplug.cli.train_job import build_model, read_data, start_run
+
+    run = start_run(str(make_group_job(tmp_path)), echo=quiet)
+    read_data(run)
+    build_model(run)
+    objects = [s.obj for s in run.train]
+    first = EncoderOutputs(run.model.model, objects, save_dir=str(tmp_path / "cache"))
+    second = EncoderOutputs(run.model.model, objects, save_dir=str(tmp_path / "cache"))
+    assert first.outcome.startswith("encoded, kept in") and second.outcome.startswith("reused")
+    assert torch.equal(first.outputs, second.outputs)
+    (path,) = (tmp_path / "cache").glob("tune-*.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # one flipped bit in the rows
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="do not match their checksum"):
+        third = EncoderOutputs(run.model.model, objects, save_dir=str(tmp_path / "cache"))
+    assert third.outcome.startswith("encoded") and torch.equal(third.outputs, first.outputs)
+
+
+def test_small_toml_writer_round_trips():
+    config = {"data": {"kind": "groups", "fields": {"obj": "te\"xt", "group": "c"}},
+              "train": {"epochs": 3, "lr": 1e-3, "select_best": {"metric": "retrieval_r_precision", "constraints": ["a >= untrained"]},
+                        "flag": True, "ks": [1, 5]},
+              "model": {"loss": {"name": "triplet", "margin": 0.5}, "key with space": 1}}
+    assert tomllib.loads(small_toml(config)) == config
+
+
+# ------------------------------------------------------------------ the command end to end
+def test_tune_end_to_end_and_the_best_config_retrains_the_same_model(tmp_path):
+    from simplug.cli.train_job import run_training
+
+    config = tune_job(tmp_path)
+    report = run_tuning(str(config), echo=quiet)
+    out = tmp_path / "run" / "tune"
+    for name in ("study.db", "trials.csv", "best_config.toml", "model_card.md", "report.json", "tune.png"):
+        assert (out / name).exists(), name
+    assert report["study"]["trials"] == 3 and report["best"]["trial"] in [row["trial"] for row in report["front"]]
+    assert (out / "model" / "manifest.json").exists()
+    best = tomllib.loads((out / "best_config.toml").read_text(encoding="utf-8"))
+    assert best["train"]["select_best"]["metric"] == "retrieval_r_precision" and "tune" not in best
+    # simplug train runs the written config unchanged and gets the same held-out numbers
+    retrained = run_training(str(out / "best_config.toml"), output_dir=str(tmp_path / "again"), echo=quiet)
+    assert retrained["selected"]["epoch"] == report["best"]["epoch"]
+    tuned = report["held_out"]["tuned"]
+    assert {k: tuned[k] for k in retrained["trained"]} == pytest.approx(retrained["trained"], abs=1e-6)
+
+
+def test_an_extended_study_resumes_and_another_config_is_refused(tmp_path):
+    config = tune_job(tmp_path, trials=2)
+    printed: list[str] = []
+    run_tuning(str(config), echo=printed.append)
+    run_tuning(str(config), trials=3, echo=printed.append)
+    assert any("2 finished trial(s) before this run" in line for line in printed)
+    study = optuna.load_study(study_name="simplug-tune", storage=f"sqlite:///{tmp_path / 'run' / 'tune' / 'study.db'}")
+    assert len([t for t in study.trials if t.state.is_finished()]) == 3
+    changed = config.read_text(encoding="utf-8").replace("lr = 0.01", "lr = 0.02")
+    config.write_text(changed, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"made from another config \(it differs in: model\)"):
+        run_tuning(str(config), trials=4, echo=quiet)
+
+
+def test_bad_tune_input_is_named_on_the_command_line(tmp_path):
+    config = tune_job(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('"model.optimizer.lr"', '"model.optimizer.lrate"'), encoding="utf-8")
+    result = run_cli("tune", str(config))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "model.optimizer has no 'lrate'" in result.stderr and "the keys there are: lr, name" in result.stderr
+    config.write_text(text.replace('objective = "retrieval_r_precision"', 'objective = "retrieval_r_precision"\nconstraints = ["knn_accuracy@5 >= untrained"]'),
+                      encoding="utf-8")
+    result = run_cli("tune", str(config))
+    assert result.returncode == 1 and "'knn_accuracy@5', which is not reported" in result.stderr and "knn_accuracy@10" in result.stderr
+
+
+def test_two_processes_share_one_sqlite_study(tmp_path):
+    config = tune_job(tmp_path, trials=4)
+    out = tmp_path / "shared"
+    command = [sys.executable, "-m", "simplug.cli", "tune", str(config), "--out", str(out)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in processes]
+    for process, (stdout, stderr) in zip(processes, results):
+        assert process.returncode == 0, stderr
+    study = optuna.load_study(study_name="simplug-tune", storage=f"sqlite:///{out / 'study.db'}")
+    numbers = [t.number for t in study.trials]
+    assert numbers == list(range(len(numbers))) and len(numbers) >= 4
+    assert all(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials)
+
+
+# ------------------------------------------------------------------ best epoch
+def test_best_epoch_prefers_epochs_meeting_the_constraints_restores_them_and_stops_on_patience():
+    from types import SimpleNamespace
+
+    from simplug.training.tuning import BestEpoch
+
+    # retrieval_r_precision rises every epoch while precision@1 falls below the untrained 0.80 after epoch 3
+    script = [{"retrieval_r_precision": 0.4 + 0.05 * e, "retrieval_precision@1": 0.82 if e <= 3 else 0.78} for e in range(1, 11)]
+    module = SimpleNamespace(model=torch.nn.Linear(2, 2))
+    weights = []
+
+    def score(pl_module):
+        return script[len(weights) - 1]
+
+    selector = BestEpoch(score, "retrieval_r_precision", [Constraint.parse("retrieval_precision@1 >= untrained")], {"retrieval_precision@1": 0.80},
+                         patience=4)
+    trainer = SimpleNamespace(current_epoch=0, should_stop=False)
+    for epoch in range(10):
+        with torch.no_grad():
+            module.model.weight.add_(1.0)  # what the epoch trained
+        weights.append(module.model.weight.detach().clone())
+        trainer.current_epoch = epoch
+        selector.on_train_epoch_end(trainer, module)
+        if trainer.should_stop:
+            break
+    assert selector.best.epoch == 3 and selector.best.feasible
+    assert [row["epoch"] for row in selector.history] == [1, 2, 3, 4, 5, 6, 7]  # stopped 4 epochs after epoch 3
+    selector.on_train_end(trainer, module)
+    assert torch.equal(module.model.weight, weights[2])
+    # with no epoch meeting the constraints, the one that misses them least
+    closest = BestEpoch(lambda m: {"retrieval_r_precision": 0.5, "retrieval_precision@1": 0.79}, "retrieval_r_precision",
+                        [Constraint.parse("retrieval_precision@1 >= 0.9")], {})
+    closest.on_train_epoch_end(SimpleNamespace(current_epoch=0, should_stop=False), module)
+    assert closest.best.epoch == 1 and not closest.best.feasible
+
+
+def test_a_pruned_run_stops_at_once_and_keeps_its_last_weights():
+    from types import SimpleNamespace
+
+    from simplug.training.tuning import BestEpoch
+
+    reports: list[tuple[int, float]] = []
+
+    def report(epoch, value):
+        reports.append((epoch, value))
+        return epoch == 2  # the pruner gives up on the second report
+
+    module = SimpleNamespace(model=torch.nn.Linear(2, 2))
+    values = iter([0.5, 0.4, 0.9])
+    selector = BestEpoch(lambda m: {"retrieval_r_precision": next(values)}, "retrieval_r_precision", report=report)
+    trainer = SimpleNamespace(current_epoch=0, should_stop=False)
+    for epoch in range(3):
+        trainer.current_epoch = epoch
+        with torch.no_grad():
+            module.model.bias.add_(1.0)
+        selector.on_train_epoch_end(trainer, module)
+        if trainer.should_stop:
+            break
+    assert selector.pruned and reports == [(1, 0.5), (2, 0.5)]  # the best value so far, after every epoch
+    last = module.model.bias.detach().clone()
+    selector.on_train_end(trainer, module)
+    assert torch.equal(module.model.bias, last)
