@@ -191,7 +191,11 @@ def write_outputs(run: TrainingRun) -> dict[str, Any]:
     assert run.scorer is not None
     task = run.scorer.task
     started = time.perf_counter()
-    model_dir = run.model.save_servable(os.path.join(run.out, "model"))
+    # the model card shows what it was trained on and how it scored before and after
+    training = {**run.model.training_info(),
+                "data": {"kind": run.kind, "training samples": len(run.train), "held-out samples": len(run.held_out)},
+                "held_out": {"protocol": task.description, "before": run.columns["untrained encoder"], "after": run.trained}}
+    model_dir = run.model.model.save(os.path.join(run.out, "model"), training=training)
     run.timings["save"] = time.perf_counter() - started
     cache_state = run.model.cache_state
     report = {

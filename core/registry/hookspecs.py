@@ -20,6 +20,7 @@ KINDS = {
     "distances": "register_distances",
     "metrics": "register_metrics",
     "cache_backends": "register_cache_backends",
+    "indexes": "register_indexes",
 }
 
 
@@ -51,3 +52,8 @@ def register_metrics(register):
 @hookspec
 def register_cache_backends(register):
     """Register embedding cache backends (``simplug.CacheBackend``)."""
+
+
+@hookspec
+def register_indexes(register):
+    """Register vector index backends (``simplug.components.index.VectorIndex``)."""

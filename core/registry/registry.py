@@ -48,6 +48,7 @@ _KIND_ALIASES = {
     "cache": "cache_backends",
     "cache_backend": "cache_backends",
     "caches": "cache_backends",
+    "index": "indexes",
 }
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]*$")
 
