@@ -414,6 +414,7 @@ class SimilarityModel(nn.Module):
                 raise ModelFormatError(f"{path} has heads for sides {sorted(head_or_heads)}; expected {list(SIDES)}")
         model = cls(encoders, head_or_heads)
         model.manifest = manifest
+        model.source_path = os.path.abspath(path)  # named by messages about indexes it built
         model.eval()
         return model.to(device)
 

@@ -158,8 +158,9 @@ class QdrantIndex(VectorIndex):
         self._call("creating the collection", self._client.create_collection, self.collection,
                    vectors_config=models.VectorParams(size=int(info.dimension), distance=distance),
                    metadata={METADATA_KEY: info.as_dict()})
-        self._call("indexing the id field", self._client.create_payload_index, self.collection, ID_FIELD,
-                   field_schema=models.PayloadSchemaType.KEYWORD)
+        if self.remote:  # local mode has no payload indexes (and warns about them)
+            self._call("indexing the id field", self._client.create_payload_index, self.collection, ID_FIELD,
+                       field_schema=models.PayloadSchemaType.KEYWORD)
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Mapping[str, Any]]) -> None:
         models = self._models
