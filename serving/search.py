@@ -268,6 +268,8 @@ def search(
     """The ``k`` best hits of each query (best first), after checking the index is the model's."""
     info = index.require_info()
     check_index_model(index, info, model)
+    if isinstance(queries, np.ndarray):
+        queries = list(queries)
     if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence):
         raise DataError(f"queries are a list of objects, got {type(queries).__name__}; for one query write [query]")
     if not queries:
@@ -288,6 +290,11 @@ def rank_through_index(model: Any, index: VectorIndex, queries: Sequence[Any], c
     their positions as ids, idempotently). ``depth``: how many per query (all by default)."""
     records = [{"obj": candidate, "position": i} for i, candidate in enumerate(candidates)]
     index_records(model, index, records, id_field="position", payload_fields=(), encode_batch_size=batch_size)
+    if index.count() != len(candidates):
+        raise DataError(
+            f"{index.describe()} holds {index.count()} points but there are {len(candidates)} candidates: it holds "
+            "other data too; evaluate into a new collection"
+        )
     depth = len(candidates) if depth is None else min(depth, len(candidates))
     vectors = encode_objects(model, queries, _side(model, None, "query"), batch_size)
     rankings = []

@@ -66,7 +66,7 @@ def normalize_kind(kind: str) -> str:
 
 def singular_kind(kind: str) -> str:
     """``heads`` -> ``head``, ``losses`` -> ``loss``: for messages about one component."""
-    return "loss" if kind == "losses" else kind[:-1]
+    return {"losses": "loss", "indexes": "index"}.get(kind, kind[:-1])
 
 
 def normalize_distribution(name: str) -> str:

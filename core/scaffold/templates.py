@@ -418,6 +418,116 @@ def test_a_table_over_the_budget_is_refused_before_the_fill(monkeypatch):
         $class_name(1, 1)
 ''' + _INSTALLED_TEST
 
+INDEX = '''\
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from simplug.components.index import CollectionNotFoundError, Hit, IndexInfo, VectorIndex, check_search_arguments
+
+
+class $class_name(VectorIndex):
+    \"\"\"An exact index in a folder: each collection is ``<collection>.npz`` (vectors) and
+    ``<collection>.json`` (info, ids, payloads), rewritten on every upsert and searched by one
+    matrix product. A starting point: swap the search for faiss, usearch or LanceDB.
+    \"\"\"
+
+    exact = True
+    distances = ("cosine", "dot_product", "euclidean", "manhattan")
+
+    def __init__(self, location: str, collection: str = "simplug", **options: Any):
+        super().__init__(location, collection, **options)
+        os.makedirs(location, exist_ok=True)
+        self._meta_path = os.path.join(location, collection + ".json")
+        self._vectors_path = os.path.join(location, collection + ".npz")
+
+    def _load(self) -> tuple[dict[str, Any], np.ndarray]:
+        if not os.path.exists(self._meta_path):
+            raise CollectionNotFoundError(f"there is no {self.describe()}")
+        with open(self._meta_path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+        with np.load(self._vectors_path) as data:
+            return meta, data["vectors"]
+
+    def info(self) -> IndexInfo | None:
+        if not os.path.exists(self._meta_path):
+            return None
+        return IndexInfo.from_dict(self._load()[0]["info"])
+
+    def create(self, info: IndexInfo) -> None:
+        if os.path.exists(self._meta_path):
+            raise ValueError(f"{self.describe()} exists already")
+        self._save({"info": info.as_dict(), "ids": [], "payloads": []}, np.zeros((0, info.dimension), np.float32))
+
+    def _save(self, meta: dict[str, Any], vectors: np.ndarray) -> None:
+        np.savez(self._vectors_path + ".tmp.npz", vectors=vectors)
+        os.replace(self._vectors_path + ".tmp.npz", self._vectors_path)
+        with open(self._meta_path + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump(meta, fh)
+        os.replace(self._meta_path + ".tmp", self._meta_path)
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[Mapping[str, Any]]) -> None:
+        meta, stored = self._load()
+        rows = {point: i for i, point in enumerate(meta["ids"])}
+        stored = stored.copy()
+        for point, vector, payload in zip(ids, np.asarray(vectors, np.float32), payloads):
+            if str(point) in rows:  # an id that exists is replaced: re-indexing never duplicates
+                stored[rows[str(point)]] = vector
+                meta["payloads"][rows[str(point)]] = dict(payload)
+            else:
+                rows[str(point)] = len(meta["ids"])
+                meta["ids"].append(str(point))
+                meta["payloads"].append(dict(payload))
+                stored = np.vstack([stored, vector[None, :]])
+        self._save(meta, stored)
+
+    def search(self, vectors: np.ndarray, k: int, where: Mapping[str, Any] | None = None) -> list[list[Hit]]:
+        meta, stored = self._load()
+        info = IndexInfo.from_dict(meta["info"])
+        queries = check_search_arguments(vectors, k, info.dimension, len(meta["ids"]))
+        if info.distance == "cosine":
+            unit = lambda m: m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)  # noqa: E731
+            scores = unit(queries) @ unit(stored).T
+        elif info.distance == "dot_product":
+            scores = queries @ stored.T
+        elif info.distance == "euclidean":
+            scores = -np.sqrt(((queries[:, None, :] - stored[None, :, :]) ** 2).sum(-1))
+        else:
+            scores = -np.abs(queries[:, None, :] - stored[None, :, :]).sum(-1)
+        keep = np.array([all(p.get(f) == v for f, v in (where or {}).items()) for p in meta["payloads"]], dtype=bool)
+        results = []
+        for row in scores:
+            order = [j for j in np.argsort(-row, kind="stable") if keep[j]][:k]
+            results.append([Hit(meta["ids"][j], float(row[j]), dict(meta["payloads"][j])) for j in order])
+        return results
+
+    def count(self) -> int:
+        return len(self._load()[0]["ids"]) if os.path.exists(self._meta_path) else 0
+'''
+
+INDEX_TESTS = _TEST_HEADER.replace("import torch\n", "import numpy as np\n").replace(
+    "from simplug.testing import $check, registered_plugin",
+    "from simplug.components.index import IndexInfo\nfrom simplug.testing import registered_plugin\n"
+    "from simplug.testing.index_checks import $check",
+) + '''
+
+def test_keeps_the_index_contract():
+    $check($class_name, name="$component")
+
+
+def test_survives_a_reopen(tmp_path):
+    index = $class_name(str(tmp_path), collection="c")
+    index.create(IndexInfo(dimension=2, distance="euclidean", model_fingerprint="x"))
+    index.upsert(["a", "b"], np.array([[0.0, 0.0], [3.0, 4.0]]), [{}, {"n": 1}])
+    again = $class_name(str(tmp_path), collection="c")
+    hits = again.search(np.array([[3.0, 3.0]]), 2)[0]
+    assert [h.id for h in hits] == ["b", "a"] and hits[0].score == -1.0 and hits[0].payload == {"n": 1}
+''' + _INSTALLED_TEST
+
 _MODEL_USAGE = '''\
 Once installed, name it in a model config (or `simplug list` to see it):
 
@@ -468,5 +578,12 @@ COMPONENTS: dict[str, dict[str, str]] = {
         "tests": CACHE_TESTS, "summary": "embeddings in CPU memory, within a memory budget",
         "usage": "Once installed, `simplug list --kind cache_backends` shows `$component`; name it as a "
                  "frozen encoder's cache type: `configure_caches` returning `CacheConfig(cache_type=\"$component\")`.",
+    },
+    "indexes": {
+        "module": "index", "suffix": "Index", "check": "check_index", "component": INDEX,
+        "tests": INDEX_TESTS, "summary": "exact search over vectors kept in a folder (numpy)",
+        "usage": "Once installed, `simplug list --kind indexes` shows `$component`; index and search with it: "
+                 "`simplug index MODEL DATA --index FOLDER --backend $component`, "
+                 "`simplug search MODEL FOLDER \"a query\" --backend $component`.",
     },
 }

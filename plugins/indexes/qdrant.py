@@ -83,6 +83,8 @@ class QdrantIndex(VectorIndex):
         if not isinstance(collection, str) or not collection or "/" in collection:
             raise ValueError(f"collection {collection!r} is not a usable name; use letters, digits, '-' and '_'")
         qdrant_client, self._models = _qdrant()
+        self._known_size: int | None = None
+        self._info: IndexInfo | None = None
         self.remote = is_url(location)
         # exhaustive search in local mode; a server may answer from its HNSW graph
         self.exact = not self.remote
@@ -135,6 +137,8 @@ class QdrantIndex(VectorIndex):
 
     # -- the contract -------------------------------------------------------
     def info(self) -> IndexInfo | None:
+        if self._info is not None:
+            return self._info  # fixed at creation: read once
         if not self._call("checking the collection", self._client.collection_exists, self.collection):
             return None
         described = self._call("reading the collection", self._client.get_collection, self.collection)
@@ -144,7 +148,8 @@ class QdrantIndex(VectorIndex):
                 f"{self.describe()} was not made by simplug (its metadata has no {METADATA_KEY!r} entry); "
                 "index into another --collection"
             )
-        return IndexInfo.from_dict(metadata[METADATA_KEY])
+        self._info = IndexInfo.from_dict(metadata[METADATA_KEY])
+        return self._info
 
     def create(self, info: IndexInfo) -> None:
         models = self._models
@@ -175,11 +180,16 @@ class QdrantIndex(VectorIndex):
             payloads=[{**dict(p), ID_FIELD: str(i)} for i, p in zip(ids, payloads)],
         )
         self._call("writing points", self._client.upsert, self.collection, points=batch, wait=True)
+        self._known_size = None
 
     def search(self, vectors: np.ndarray, k: int, where: Mapping[str, Any] | None = None) -> list[list[Hit]]:
         models = self._models
         info = self.require_info()
-        array = check_search_arguments(vectors, k, info.dimension, self.count())
+        # the size, to refuse a k larger than the collection, is counted again only when k
+        # exceeds the last count (another writer may have added points since)
+        if self._known_size is None or (isinstance(k, int) and k > self._known_size):
+            self._known_size = self.count()
+        array = check_search_arguments(vectors, k, info.dimension, self._known_size)
         query_filter = None
         if where:
             if not isinstance(where, Mapping) or not all(isinstance(key, str) for key in where):
