@@ -268,6 +268,10 @@ class MicroBatcher:
         self.passes = 0
         self.jobs = 0
 
+    def queued(self) -> int:
+        """Jobs waiting for a forward pass (not counting the one running)."""
+        return (self._queue.qsize() if self._queue is not None else 0) + (self._held is not None)
+
     async def encode(self, objects: list[Any], side: str | None) -> np.ndarray:
         loop = asyncio.get_running_loop()
         if self._queue is None:

@@ -353,8 +353,7 @@ def test_requests_that_arrive_while_the_model_is_busy_share_one_forward_pass(mic
             assert GatedEncoder.entered.wait(60)  # the model is now busy with the first request
             rest = [pool.submit(post, srv, [t]) for t in texts[1:]]
             for _ in range(6000):  # until all eight wait in the batcher's queue (no timing assumed)
-                queue = srv.batcher._queue
-                if queue is not None and queue.qsize() == 8:
+                if srv.batcher.queued() == 8:
                     break
                 threading.Event().wait(0.01)
             GatedEncoder.gate.set()
