@@ -102,6 +102,7 @@ class QdrantIndex(VectorIndex):
                     raise IndexUnavailableError(f"{location} is a file; an embedded Qdrant index is a folder")
                 os.makedirs(location, exist_ok=True)
                 self._client = qdrant_client.QdrantClient(path=location)
+                self._relax_local_durability()
         except IndexUnavailableError:
             raise
         except RuntimeError as exc:  # the embedded storage is locked by another process
@@ -111,6 +112,26 @@ class QdrantIndex(VectorIndex):
             ) from None
         except Exception as exc:  # noqa: BLE001 - connection errors come in many types (httpx, grpc)
             raise IndexUnavailableError(self._unreachable(exc)) from None
+
+    def _relax_local_durability(self) -> None:
+        """Local mode commits every point to SQLite on its own, an fsync each: on a busy disk that,
+        not the search, bounds indexing. With a write-ahead log and ``synchronous=NORMAL`` a
+        commit waits for no fsync; a crash of the program loses nothing, a power cut may lose the
+        last points written, which rerunning ``simplug index`` restores (it is idempotent).
+        This reaches into qdrant-client's local storage; if its layout changes, nothing is tuned."""
+        try:
+            collections = self._client._client.collections  # noqa: SLF001 - see the docstring
+        except AttributeError:
+            return
+        for collection in collections.values():
+            connection = getattr(getattr(collection, "storage", None), "storage", None)
+            if connection is not None and not getattr(collection, "_simplug_tuned", False):
+                try:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("PRAGMA synchronous=NORMAL")
+                    collection._simplug_tuned = True  # noqa: SLF001
+                except Exception:  # noqa: BLE001 - a tuning that fails leaves the defaults
+                    pass
 
     def _unreachable(self, exc: BaseException) -> str:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -163,6 +184,8 @@ class QdrantIndex(VectorIndex):
         self._call("creating the collection", self._client.create_collection, self.collection,
                    vectors_config=models.VectorParams(size=int(info.dimension), distance=distance),
                    metadata={METADATA_KEY: info.as_dict()})
+        if not self.remote and self.location != ":memory:":
+            self._relax_local_durability()
         if self.remote:  # local mode has no payload indexes (and warns about them)
             self._call("indexing the id field", self._client.create_payload_index, self.collection, ID_FIELD,
                        field_schema=models.PayloadSchemaType.KEYWORD)
