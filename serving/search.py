@@ -166,7 +166,7 @@ def index_records(
     id_field: str | None = None,
     payload_fields: Sequence[str] | None = None,
     side: str | None = "document",
-    batch_size: int = 256,
+    batch_size: int = 1024,
     encode_batch_size: int = 32,
     show_progress: bool = False,
 ) -> IndexReport:
@@ -176,7 +176,8 @@ def index_records(
     ``(line_number, dict)`` pair, whose line number errors then name. The whole record (or its
     ``payload_fields``) is the point's payload. Ids come from ``id_field`` or, without one, from
     a hash of the record; two records with one ``id_field`` value are an error naming both lines.
-    Batches are upserted while the next batch is encoded.
+    Batches are upserted while the next batch is encoded; a large ``batch_size`` lets the encoder
+    sort more texts by length (less padding), which is most of what makes it fast.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -202,7 +202,7 @@ def index_command(
     field: Optional[str] = typer.Option(None, "--field", help="the field holding the object to embed (default: obj, text, obj_b or obj_a)"),
     id_field: Optional[str] = typer.Option(None, "--id-field", help="a field of unique ids (default: a hash of each record)"),
     payload_fields: Optional[str] = typer.Option(None, "--payload-fields", help="comma-separated fields to keep with each point (default: the whole record)"),
-    batch_size: int = typer.Option(256, "--batch-size", min=1, help="records per upsert"),
+    batch_size: int = typer.Option(1024, "--batch-size", min=1, help="records encoded and upserted at a time"),
     backend: str = typer.Option("qdrant", "--backend", help="the index plugin (simplug list --kind indexes)"),
     trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run code saved with the model"),
 ) -> None:
