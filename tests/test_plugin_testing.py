@@ -89,12 +89,17 @@ def test_every_builtin_passes_its_check(kind, name, tmp_path):
             check_encoder(encoder, inputs, name=name)
     elif kind == "cache_backends":
         check_cache_backend(cls, name=name)  # built by the cache with (num_rows, embedding_size, dtype, device)
+    elif kind == "indexes":
+        from simplug.testing import check_index
+
+        check_index(cls, name=name)  # opened as (location, collection=...)
     else:
         check_component(kind, _construct(kind, name, cls, tmp_path), name=name)
 
 
 def test_every_kind_has_a_builtin_under_test():
-    assert {kind for kind, _ in _builtins()} == {"encoders", "heads", "losses", "distances", "metrics", "cache_backends"}
+    assert {kind for kind, _ in _builtins()} == {"encoders", "heads", "losses", "distances", "metrics", "cache_backends",
+                                                "indexes"}
 
 
 # --------------------------------------------------------------------------- faulty heads

@@ -55,7 +55,7 @@ def test_manifest_records_every_component(saved):
         assert head[key] not in (None, "")
     assert head["name"] == "skip_connection" and head["config"]["n_layers"] == 2
     assert manifest["training"]["loss"]["name"] == "simplug:triplet"
-    assert all(name.endswith((".safetensors", ".json")) for name in manifest["files"])
+    assert all(name.endswith((".safetensors", ".json", ".md")) for name in manifest["files"])
     assert not any(name.endswith((".pt", ".pkl", ".bin")) for name in os.listdir(path))
 
 

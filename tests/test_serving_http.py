@@ -295,3 +295,155 @@ def test_a_data_error_from_the_collate_is_a_400(tmp_path):
         assert status == 200 and np.allclose(body["embeddings"], model.encode(["a text", "another"]), atol=1e-6)
     finally:
         stop(srv)
+
+
+# ------------------------------------------------------------------ the ASGI server: search, limits, batching
+def test_openapi_describes_the_endpoints(server):
+    status, spec = request(server.url + "/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.")
+    assert {"/encode", "/health", "/info"} <= set(spec["paths"]) and "/search" not in spec["paths"]  # no index here
+    assert spec["paths"]["/encode"]["post"]["responses"]["413"]["content"]["application/json"]
+
+
+def test_search_without_an_index_is_a_json_404(server):
+    status, body = request(server.url + "/search", json.dumps({"query": [0.1] * INPUT_SIZE}).encode())
+    assert status == 404 and "--index" in body["error"]
+
+
+def test_conflicting_content_lengths_are_refused(server):
+    status, body = raw_exchange(
+        server, b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n[]"
+    )
+    assert status == 400 and "Content-Length" in body["error"]
+
+
+def test_a_text_longer_than_the_item_limit_is_refused_before_the_model(loaded):
+    text_model = SimilarityModel(CharCodeEncoder(), SkipConnectionHead(8)).eval()
+    srv = start(text_model, max_item_chars=100)
+    try:
+        status, body = post(srv, ["short", "x" * 101])
+        assert status == 413 and "item 1 has 101 characters; the limit is 100" in body["error"]
+        assert request(srv.url + "/health")[1]["max_item_chars"] == 100
+    finally:
+        stop(srv)
+
+
+class GatedEncoder(CharCodeEncoder):
+    """Blocks its forward pass until the test opens the gate: requests pile up meanwhile."""
+
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def forward(self, batch):
+        GatedEncoder.entered.set()
+        GatedEncoder.gate.wait(60)
+        return super().forward(batch)
+
+
+@pytest.mark.parametrize("micro_batching", [True, False])
+def test_requests_that_arrive_while_the_model_is_busy_share_one_forward_pass(micro_batching):
+    GatedEncoder.gate.clear()
+    GatedEncoder.entered.clear()
+    model = SimilarityModel(GatedEncoder(), SkipConnectionHead(8)).eval()
+    srv = start(model, micro_batching=micro_batching, batch_wait_ms=0)
+    texts = [f"text number {i}" for i in range(9)]
+    try:
+        with ThreadPoolExecutor(max_workers=9) as pool:
+            first = pool.submit(post, srv, [texts[0]])
+            assert GatedEncoder.entered.wait(60)  # the model is now busy with the first request
+            rest = [pool.submit(post, srv, [t]) for t in texts[1:]]
+            for _ in range(6000):  # until all eight wait in the batcher's queue (no timing assumed)
+                if srv.batcher.queued() == 8:
+                    break
+                threading.Event().wait(0.01)
+            GatedEncoder.gate.set()
+            answers = [first.result(60)] + [f.result(60) for f in rest]
+    finally:
+        GatedEncoder.gate.set()
+        stop(srv)
+    expected = model.encode(texts)
+    for i, (status, body) in enumerate(answers):
+        assert status == 200, body
+        np.testing.assert_allclose(body["embeddings"][0], expected[i], rtol=0, atol=1e-5)
+    assert srv.batcher.passes == (2 if micro_batching else 9)
+
+
+def test_a_bad_request_in_a_shared_pass_fails_alone():
+    GatedEncoder.gate.set()
+    model = SimilarityModel(CharCodeEncoder(), SkipConnectionHead(8)).eval()
+    srv = start(model, batch_wait_ms=50)
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            good = [pool.submit(post, srv, [f"fine {i}"]) for i in range(5)]
+            bad = pool.submit(post, srv, [3])
+            assert all(f.result(60)[0] == 200 for f in good)
+            status, body = bad.result(60)
+    finally:
+        stop(srv)
+    assert status == 422 and "object 0 is a int" in body["error"]
+
+
+def test_a_slow_upload_gets_a_deadline_and_never_blocks_health(loaded):
+    srv = start(loaded, request_timeout=1.0)
+    host, port = srv.server_address[:2]
+    try:
+        with socket.create_connection((host, port), timeout=30) as trickle:
+            trickle.sendall(b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[[1,")
+            assert request(srv.url + "/health")[0] == 200  # answered while the upload hangs
+            data = b""
+            while chunk := trickle.recv(65536):
+                data += chunk
+        header, _, payload = data.partition(b"\r\n\r\n")
+        assert int(header.split()[1]) == 503 and "did not finish within 1 s" in json.loads(payload)["error"]
+    finally:
+        stop(srv)
+
+
+def test_search_over_http_matches_search_in_python(loaded, tmp_path):
+    pytest.importorskip("qdrant_client")
+    from simplug.serving.search import index_records, open_index, search
+
+    rng = np.random.default_rng(4)
+    rows = [{"id": f"d{i}", "obj": rng.normal(size=INPUT_SIZE).round(4).tolist(), "color": ["red", "blue"][i % 2]}
+            for i in range(20)]
+    index = open_index(str(tmp_path / "ix"))
+    index_records(loaded, index, rows, id_field="id")
+    srv = start(loaded, index=index)
+    try:
+        status, spec = request(srv.url + "/openapi.json")
+        assert "/search" in spec["paths"]
+        query = rows[3]["obj"]
+        status, body = request(srv.url + "/search", json.dumps({"query": query, "k": 4}).encode())
+        assert status == 200, body
+        assert [h["id"] for h in body["hits"]] == [h.id for h in search(loaded, index, [query], k=4)[0]]
+        assert body["hits"][0]["id"] == "d3" and body["hits"][0]["payload"]["color"] == "blue"
+        status, body = request(srv.url + "/search", json.dumps(
+            {"queries": [query, rows[5]["obj"]], "k": 3, "where": {"color": "red"}}).encode())
+        assert status == 200 and body["count"] == 2
+        assert all(h["payload"]["color"] == "red" for hits in body["results"] for h in hits)
+        for payload, code, message in (
+            ({"query": query, "k": 0}, 400, "'k' must be a positive whole number"),
+            ({"query": query, "k": 21}, 400, "k=21 is larger than the collection, which holds 20"),
+            ({"query": "text"}, 400, "item 0 is a string"),
+            ({"query": query, "queries": [query]}, 400, "both 'query' and 'queries'"),
+            ({"query": query, "where": 3}, 400, "'where' must be an object"),
+        ):
+            status, body = request(srv.url + "/search", json.dumps(payload).encode())
+            assert (status, message in body["error"]) == (code, True), body
+    finally:
+        stop(srv)
+        index.close()
+
+
+def test_cli_serve_refuses_a_remote_host_without_the_flag_and_names_a_busy_port(model_path):
+    result = subprocess.run([sys.executable, "-m", "simplug.cli", "serve", model_path, "--host", "0.0.0.0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "--allow-remote" in result.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "simplug.cli", "serve", model_path, "--port", str(port)],
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -103,13 +103,23 @@ def list_components(
 
 
 @app.command()
-def info(model: str = typer.Argument(..., help="saved model directory")) -> None:
-    """Show a saved model's manifest: components, where they come from, files."""
+def info(
+    model: str = typer.Argument(..., help="saved model directory"),
+    as_json: bool = typer.Option(False, "--json", help="the manifest as JSON"),
+) -> None:
+    """Show a saved model's manifest: components, where they come from, its similarity, files."""
     manifest = _read_manifest(model)
     p = _printable
+    similarity = manifest.get("similarity") or {"distance": "cosine", "normalized": False, "recorded": False}
+    if as_json:  # JSON escapes control characters itself
+        typer.echo(json.dumps({**manifest, "similarity": similarity}, indent=2))
+        return
     typer.echo(f"model: {p(model)}")
     typer.echo(f"format: {p(manifest['format'])} v{manifest['format_version']}, saved by simplug {p(manifest.get('simplug_version'))}")
     typer.echo(f"embedding size: {p(manifest.get('embedding_size'))}")
+    note = "" if similarity.get("recorded", True) else " (not recorded by this model's simplug; the default)"
+    typer.echo(f"similarity: {p(similarity.get('distance'))} distance, embeddings "
+               f"{'normalised' if similarity.get('normalized') else 'not normalised'}{note}")
     rows = []
     for c in manifest["components"]:
         config = json.dumps(c.get("config", {}))[:60]
@@ -146,37 +156,139 @@ def serve(
     model: str = typer.Argument(..., help="saved model directory"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind; the default is loopback only"),
     port: int = typer.Option(8000, "--port", help="TCP port; 0 picks a free one (printed at start)"),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="allow a --host other machines can reach (there is no authentication)"),
+    index: Optional[str] = typer.Option(None, "--index", help="an index folder or Qdrant URL: adds POST /search"),
+    collection: str = typer.Option("simplug", "--collection", help="the index's collection"),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="most objects in one request (more: 413)"),
     max_body_bytes: int = typer.Option(8 * 1024 * 1024, "--max-body-bytes", min=1, help="largest request body (more: 413, not read)"),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="objects per forward pass inside a request"),
-    max_connections: int = typer.Option(64, "--max-connections", min=1, help="connections handled at once; more wait"),
+    max_item_chars: int = typer.Option(20_000, "--max-item-chars", min=1, help="longest text item (longer: 413)"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="objects per forward pass"),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, help="requests handled at once; more wait"),
+    batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", min=0.0, help="how long concurrent requests are gathered into one forward pass"),
+    no_micro_batching: bool = typer.Option(False, "--no-micro-batching", help="one request per forward pass"),
+    request_timeout: float = typer.Option(30.0, "--request-timeout", min=0.1, help="seconds a whole request may take (more: 503)"),
     trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run the local code saved with the model"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no access log"),
 ) -> None:
-    """Serve a saved model over HTTP: POST /encode, GET /health, GET /info (JSON)."""
-    from simplug.serving.http import is_loopback, make_server
+    """Serve a saved model over HTTP (ASGI, uvicorn): POST /encode, POST /search (with --index),
+    GET /health, GET /info, GET /openapi.json."""
     from simplug.model.similarity_model import SimilarityModel
+    from simplug.serving.http import ServerError, is_loopback, make_server
 
+    if not is_loopback(host) and not allow_remote:
+        _fail(f"--host {host} is reachable from other machines and the server has no authentication; "
+              "add --allow-remote to serve there anyway, or keep the default 127.0.0.1")
+    opened = None
     try:
         loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
+        if index is not None:
+            from simplug.serving.search import check_index_model, open_index
+
+            opened = open_index(index, collection=collection)
+            check_index_model(opened, opened.require_info(), loaded)
         server = make_server(
             loaded, host=host, port=port, max_batch=max_batch, max_body_bytes=max_body_bytes,
-            batch_size=batch_size, max_connections=max_connections, access_log=not quiet,
+            max_item_chars=max_item_chars, batch_size=batch_size, max_connections=max_connections,
+            batch_wait_ms=0.0 if no_micro_batching else batch_wait_ms, micro_batching=not no_micro_batching,
+            request_timeout=request_timeout, index=opened, access_log=not quiet,
         )
-    except SimplugError as exc:
+    except (SimplugError, ServerError, ValueError) as exc:
+        if opened is not None:
+            opened.close()
         _fail(str(exc))
-    except OSError as exc:
-        _fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port, or 0 for any free one")
     if not is_loopback(host):
         typer.echo(f"warning: listening on {host}, reachable from other machines; there is no authentication", err=True)
-    typer.echo(f"serving {model} on {server.url} (POST /encode, GET /health, GET /info); Ctrl-C stops")
+    endpoints = "POST /encode" + (", POST /search" if opened is not None else "") + ", GET /health, GET /info"
+    typer.echo(f"serving {model} on {server.url} ({endpoints}); Ctrl-C stops")
     sys.stdout.flush()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        typer.echo("stopped", err=True)
+        pass
     finally:
         server.server_close()
+        if opened is not None:
+            opened.close()
+    typer.echo("stopped", err=True)
+
+
+@app.command("index")
+def index_command(
+    model: str = typer.Argument(..., help="saved model directory"),
+    data: str = typer.Argument(..., help="records to index: JSONL or CSV (one record per line), or .txt (a text per line)"),
+    index: str = typer.Option(..., "--index", help="a folder (embedded Qdrant, created if new) or a Qdrant server URL"),
+    collection: str = typer.Option("simplug", "--collection", help="collection name"),
+    side: str = typer.Option("document", "--side", help="the side the records are, for a model with a head per side"),
+    field: Optional[str] = typer.Option(None, "--field", help="the field holding the object to embed (default: obj, text, obj_b or obj_a)"),
+    id_field: Optional[str] = typer.Option(None, "--id-field", help="a field of unique ids (default: a hash of each record)"),
+    payload_fields: Optional[str] = typer.Option(None, "--payload-fields", help="comma-separated fields to keep with each point (default: the whole record)"),
+    batch_size: int = typer.Option(1024, "--batch-size", min=1, help="records encoded and upserted at a time"),
+    backend: str = typer.Option("qdrant", "--backend", help="the index plugin (simplug list --kind indexes)"),
+    trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run code saved with the model"),
+) -> None:
+    """Embed records with a saved model and upsert them into an index; a rerun never duplicates."""
+    from simplug.data.readers import iter_rows, read_objects
+    from simplug.model.similarity_model import SimilarityModel
+    from simplug.serving.search import index_records, open_index
+
+    fields = [f.strip() for f in payload_fields.split(",") if f.strip()] if payload_fields else None
+    try:
+        loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
+        if data.lower().endswith((".jsonl", ".csv")):
+            records: object = iter_rows(data)
+        else:
+            records = [{"obj": obj} for obj in read_objects(data)]
+        with open_index(index, collection=collection, backend=backend) as opened:
+            report = index_records(loaded, opened, records, object_field=field, id_field=id_field,
+                                   payload_fields=fields, side=side, batch_size=batch_size, show_progress=True)
+    except (SimplugError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(report.summary())
+
+
+@app.command("search")
+def search_command(
+    model: str = typer.Argument(..., help="saved model directory"),
+    index: str = typer.Argument(..., help="the index folder or Qdrant URL given to simplug index"),
+    queries: list[str] = typer.Argument(..., help="one or more queries (texts; for a tensor model, JSON lists)"),
+    k: int = typer.Option(10, "-k", "--k", help="hits per query"),
+    collection: str = typer.Option("simplug", "--collection", help="collection name"),
+    where: Optional[str] = typer.Option(None, "--where", help='payload filter as JSON, e.g. \'{"category": "food"}\''),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    backend: str = typer.Option("qdrant", "--backend", help="the index plugin"),
+    trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run code saved with the model"),
+) -> None:
+    """Search an index built by `simplug index` with the same model."""
+    from simplug.model.similarity_model import SimilarityModel
+    from simplug.serving.inputs import takes_tensors
+    from simplug.serving.search import hits_as_json, open_index, search
+
+    try:
+        flt = json.loads(where) if where else None
+    except json.JSONDecodeError as exc:
+        _fail(f"--where is not valid JSON ({exc.msg}); write it like '{{\"category\": \"food\"}}'")
+    if flt is not None and not isinstance(flt, dict):
+        _fail("--where is a JSON object of field: value")
+    try:
+        loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
+        objects: list = list(queries)
+        if len(loaded.encoders) == 1 and takes_tensors(next(iter(loaded.encoders.values()))):
+            try:
+                objects = [json.loads(q) for q in queries]
+            except json.JSONDecodeError:
+                _fail("this model takes lists of numbers: give each query as JSON, e.g. '[0.1, 0.2, 0.3]'")
+        with open_index(index, collection=collection, backend=backend) as opened:
+            results = search(loaded, opened, objects, k=k, where=flt)
+    except (SimplugError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps([{"query": q, "hits": hits} for q, hits in zip(queries, hits_as_json(results))], indent=2))
+        return
+    for query, hits in zip(queries, results):
+        typer.echo(f"query: {query}")
+        rows = [[str(rank), f"{hit.score:.4f}", hit.id, json.dumps(hit.payload, ensure_ascii=False)[:80]]
+                for rank, hit in enumerate(hits, start=1)]
+        typer.echo(text_table(["rank", "score", "id", "payload"], rows))
 
 
 @app.command("export")
@@ -263,6 +375,10 @@ def evaluate(
     batch_size: int = typer.Option(64, "--batch-size"),
     trust_local_code: bool = typer.Option(False, "--trust-local-code", help="run code saved with the model"),
     as_json: bool = typer.Option(False, "--json", help="print only the metrics, as JSON"),
+    index: Optional[str] = typer.Option(
+        None, "--index", help="rank through this index (a new folder, or a Qdrant URL) instead of exact search; reports recall vs exact"
+    ),
+    collection: str = typer.Option("simplug-evaluate", "--collection", help="with --index: the collection to fill"),
 ) -> None:
     """Retrieval metrics of a saved model on a data file."""
     from simplug.cli.evaluate_job import parse_metric, run_evaluation
@@ -277,8 +393,9 @@ def evaluate(
     try:
         specs = [parse_metric(text) for text in metric or []]
         result = run_evaluation(model, data, kind=kind, fields=mapping, candidates_path=candidates, distance=distance,
-                                metrics=specs, batch_size=batch_size, trust_local_code=trust_local_code)
-    except SimplugError as exc:
+                                metrics=specs, batch_size=batch_size, trust_local_code=trust_local_code,
+                                index=index, collection=collection)
+    except (SimplugError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(result["metrics"], indent=2))

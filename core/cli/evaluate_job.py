@@ -15,6 +15,7 @@ from simplug.errors import ConfigError, DataError
 from simplug.evaluation.heldout import HeldOutScorer, retrieval_task
 from simplug.evaluation.retrieval import DEFAULT_KS, default_metric_specs
 from simplug.model.similarity_model import SimilarityModel
+from simplug.serving.search import evaluate_through_index, open_index
 
 #: the fields of each data kind when the job names none
 DEFAULT_FIELDS = {"groups": ("obj", "group"), "pairs": ("obj_a", "obj_b")}
@@ -48,14 +49,17 @@ def trained_with(model: SimilarityModel) -> dict[str, Any]:
 def run_evaluation(model_path: str, data_path: str, kind: str | None = None, fields: Mapping[str, str] | None = None,
                    candidates_path: str | None = None, distance: str | None = None,
                    metrics: Sequence[Any] | None = None, ks: Sequence[int] = DEFAULT_KS,
-                   batch_size: int = 64, trust_local_code: bool = False) -> dict[str, Any]:
+                   batch_size: int = 64, trust_local_code: bool = False, index: str | None = None,
+                   collection: str = "simplug-evaluate") -> dict[str, Any]:
     """Metrics of a saved model on a data file: ``{"metrics": {...}, "protocol": ..., "kind": ...,
     "fields": ..., "distance": ...}``.
 
     Groups: each item against the other items of the file (leaving itself out), or against
     ``candidates_path``'s items. Pairs: each distinct obj_a against every distinct obj_b (plus
     those of ``candidates_path``). ``kind``, ``fields`` and ``distance`` default to what the
-    model was trained with, then to the defaults."""
+    model was trained with, then to the defaults. With ``index`` (a folder or a Qdrant URL) the
+    candidates are indexed into ``collection`` and ranked by the index, under the model's own
+    distance; ``recall_vs_exact@k`` says how much of the exact top-k the index found."""
     model = SimilarityModel.load(model_path, trust_local_code=trust_local_code)
     recorded = trained_with(model)
     trained_kind = recorded["data"].get("kind")
@@ -72,9 +76,14 @@ def run_evaluation(model_path: str, data_path: str, kind: str | None = None, fie
         task = retrieval_task(kind, samples, known, "train" if candidates_path else "self")
     else:
         task = retrieval_task(kind, samples, known)
-    scorer = HeldOutScorer(task, distance, batch_size=batch_size,
-                           metrics=metrics if metrics else default_metric_specs(kind, ks))
-    return {"metrics": scorer.score(model), "protocol": task.description, "kind": kind,
+    specs = metrics if metrics else default_metric_specs(kind, ks)
+    if index is not None:
+        with open_index(index, collection=collection) as opened:
+            scores = evaluate_through_index(model, task, opened, ks=ks, batch_size=batch_size, metrics=specs)
+        distance = model.distance
+    else:
+        scores = HeldOutScorer(task, distance, batch_size=batch_size, metrics=specs).score(model)
+    return {"metrics": scores, "protocol": task.description, "kind": kind,
             "fields": dict(fields or {}), "distance": distance}
 
 

@@ -286,9 +286,13 @@ def write_outputs(run: TrainingRun) -> dict[str, Any]:
     assert run.scorer is not None
     task = run.scorer.task
     started = time.perf_counter()
-    # `simplug evaluate` reads the data as it was trained on unless told otherwise
-    trained_on = {"data": {"kind": run.kind, "fields": dict(run.job.data.get("fields") or {})},
-                  "evaluate": {"distance": run.scorer.distance, "metrics": run.scorer.names}}
+    # `simplug evaluate` reads the data as it was trained on unless told otherwise; the model
+    # card shows what it was trained on and how it scored before and after
+    trained_on = {"data": {"kind": run.kind, "fields": dict(run.job.data.get("fields") or {}),
+                           "training samples": len(run.train), "held-out samples": len(run.held_out)},
+                  "evaluate": {"distance": run.scorer.distance, "metrics": run.scorer.names},
+                  "held_out": {"protocol": task.description, "before": run.columns["untrained encoder"],
+                               "after": run.trained}}
     model_dir = run.model.save_servable(os.path.join(run.out, "model"), training=trained_on)
     run.timings["save"] = time.perf_counter() - started
     cache_state = run.model.cache_state

@@ -35,6 +35,7 @@ from simplug.model.manifest import (
     read_manifest,
     write_manifest,
 )
+from simplug.model.card import MODEL_CARD, render_model_card
 from simplug.model.torch_spec import build_with_weights, read_safetensors
 from simplug.model.components import describe_component, resolve_component
 from simplug.registry import Registry, get_registry
@@ -42,6 +43,8 @@ from simplug.registry import Registry, get_registry
 DEFAULT_ENCODER_KEY = "default"
 #: the two sides of pair data: ``obj_a`` is the query, ``obj_b`` the document
 SIDES = ("query", "document")
+#: how embeddings are compared when neither the training nor the user said otherwise
+DEFAULT_DISTANCE = "cosine"
 
 
 def check_side(side: Any) -> str:
@@ -289,9 +292,48 @@ class SimilarityModel(nn.Module):
                 return order
         return None
 
+    # -------------------------------------------------------------- similarity
+    @property
+    def distance(self) -> str:
+        """The registered distance this model's embeddings are compared with: the one it was
+        trained with (recorded in the manifest), or what was assigned, or ``cosine``."""
+        chosen = self.__dict__.get("_distance")
+        if chosen is None:
+            chosen = (getattr(self, "manifest", None) or {}).get("similarity", {}).get("distance")
+        return chosen or DEFAULT_DISTANCE
+
+    @distance.setter
+    def distance(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"a model's distance is a registered distance name, got {name!r}")
+        self.__dict__["_distance"] = name
+
+    def similarity(self, a: Sequence[Any], b: Sequence[Any], batch_size: int = 32) -> np.ndarray:
+        """``(len(a), len(b))`` similarities (larger = more alike) under the model's distance.
+
+        ``a`` are queries and ``b`` documents: a model with a head per side encodes each on its
+        own side. Either may also be an array of embeddings from ``encode``.
+        """
+        from simplug.components.distance import resolve_distance
+
+        def embed(objects: Any, side: str | None) -> torch.Tensor:
+            if isinstance(objects, (np.ndarray, torch.Tensor)):
+                return torch.as_tensor(objects, dtype=torch.float32).reshape(-1, self.embedding_size)
+            return self.encode(objects, batch_size=batch_size, to_numpy=False, side=side)
+
+        query_side, document_side = ("query", "document") if self.sides else (None, None)
+        with torch.inference_mode():
+            scores = resolve_distance(self.distance).similarity_matrix(embed(a, query_side), embed(b, document_side))
+        return scores.float().numpy()
+
     # ------------------------------------------------------------------ saving
     def save(self, path: str, training: dict[str, Any] | None = None) -> str:
-        """Write a servable model directory atomically (see ``DESIGN.md``: saved models)."""
+        """Write a servable model directory atomically (see ``DESIGN.md``: saved models).
+
+        ``training`` (what ``TrainableModel`` and ``simplug train`` know: the loss, the data,
+        held-out metrics) goes into the manifest and the model card; the loss's distance
+        becomes the model's similarity unless one was assigned to ``model.distance``.
+        """
         from safetensors.torch import save_file
 
         registry = get_registry()
@@ -336,9 +378,21 @@ class SimilarityModel(nn.Module):
                 "components": components,
                 "local_code": local,
                 "training": training or {},
+                "similarity": self._similarity_record(training or {}),
             }
-            write_manifest(tmp, manifest, table)
+            with open(os.path.join(tmp, MODEL_CARD), "w", encoding="utf-8") as fh:
+                fh.write(render_model_card(manifest, os.path.basename(os.path.abspath(path))))
+            table[MODEL_CARD] = file_table(tmp)[MODEL_CARD]
+            write_manifest(tmp, manifest, dict(sorted(table.items())))
         return path
+
+    def _similarity_record(self, training: Mapping[str, Any]) -> dict[str, Any]:
+        """The manifest's ``similarity``: the distance to compare embeddings with, and whether
+        the model's embeddings leave it with unit length (a head may normalise them)."""
+        loss_config = (training.get("loss") or {}).get("config") or {}
+        distance = self.__dict__.get("_distance") or loss_config.get("distance_metric_name") or self.distance
+        normalized = all(bool(getattr(head, "normalizes_output", False)) for head in self.heads.values())
+        return {"distance": distance, "normalized": normalized}
 
     @classmethod
     def load(
@@ -393,6 +447,7 @@ class SimilarityModel(nn.Module):
         except ConfigError as exc:
             raise ModelFormatError(f"{path}: its components do not fit together ({exc}); save the model again") from None
         model.manifest = manifest
+        model.source_path = os.path.abspath(path)  # named by messages about indexes it built
         model.eval()
         return model.to(device)
 
