@@ -51,6 +51,7 @@ import simplug
 from simplug.errors import DataError, SimplugError
 from simplug.model.similarity_model import SIDES
 from simplug.serving.inputs import check_tensor_objects, describe_inputs, takes_tensors, tensor_input_shape
+from simplug.components.index import CollectionNotFoundError, IndexUnavailableError, VectorIndexError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -483,8 +484,6 @@ def build_app(service: EncodingService, batcher: MicroBatcher, max_connections: 
         return await guarded(request, work)
 
     async def search(request: Any) -> Any:
-        from simplug.components.index import CollectionNotFoundError, IndexUnavailableError, VectorIndexError
-
         if service.index is None:
             return _error(404, "this server has no index; start it with `simplug serve MODEL --index PATH_OR_URL`")
 

@@ -33,6 +33,8 @@ from simplug.errors import DataError, SimplugError
 from simplug.serving.inputs import check_tensor_objects, takes_tensors, tensor_input_shape
 from simplug.components.ranking import score_blocks
 from simplug.evaluation.retrieval import build_metrics, default_metric_specs
+from simplug.registry import get_registry
+from simplug.components.distance import resolve_distance
 
 DEFAULT_COLLECTION = "simplug"
 DEFAULT_BACKEND = "qdrant"
@@ -63,8 +65,6 @@ def model_location(model: Any) -> str:
 def open_index(location: str, collection: str = DEFAULT_COLLECTION, backend: str = DEFAULT_BACKEND,
                **options: Any) -> VectorIndex:
     """An index backend (a registered ``indexes`` plugin) on a folder or URL. Close it when done."""
-    from simplug.registry import get_registry
-
     if not isinstance(location, str) or not location:
         raise ValueError("give the index's place: a folder for an embedded index, or a server URL")
     index_cls = get_registry().resolve("indexes", backend)
@@ -309,8 +309,6 @@ def rank_through_index(model: Any, index: VectorIndex, queries: Sequence[Any], c
 
 def exact_rankings(model: Any, queries: Sequence[Any], candidates: Sequence[Any], depth: int, batch_size: int = 64) -> list[list[int]]:
     """The same rankings by an exact torch search (the model's distance, ties by position)."""
-    from simplug.components.distance import resolve_distance
-
     query_side, candidate_side = ("query", "document") if getattr(model, "sides", ()) else (None, None)
     q = model.encode(list(queries), batch_size=batch_size, to_numpy=False, side=query_side)
     c = model.encode(list(candidates), batch_size=batch_size, to_numpy=False, side=candidate_side)

@@ -39,6 +39,7 @@ from simplug.model.card import MODEL_CARD, render_model_card
 from simplug.model.torch_spec import build_with_weights, read_safetensors
 from simplug.model.components import describe_component, resolve_component
 from simplug.registry import Registry, get_registry
+from simplug.components.distance import resolve_distance
 
 DEFAULT_ENCODER_KEY = "default"
 #: the two sides of pair data: ``obj_a`` is the query, ``obj_b`` the document
@@ -314,8 +315,6 @@ class SimilarityModel(nn.Module):
         ``a`` are queries and ``b`` documents: a model with a head per side encodes each on its
         own side. Either may also be an array of embeddings from ``encode``.
         """
-        from simplug.components.distance import resolve_distance
-
         def embed(objects: Any, side: str | None) -> torch.Tensor:
             if isinstance(objects, (np.ndarray, torch.Tensor)):
                 return torch.as_tensor(objects, dtype=torch.float32).reshape(-1, self.embedding_size)
