@@ -347,6 +347,10 @@ def listed_tree(root: str) -> tuple[list[str], list[str]]:
 
 
 # ---------------------------------------------------------------------------- checked reading
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
 class CheckedDirectory:
     """A directory whose every file is listed with its size and SHA-256 (a saved model).
     :meth:`read_bytes` is the one way a loader reads such a file: the path must be listed and
@@ -359,7 +363,9 @@ class CheckedDirectory:
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` (absolute, or relative to the root) as a listed-form relative path."""
         path = os.fspath(path)
-        full = os.path.abspath(path if os.path.isabs(path) else os.path.join(self.root, path))
+        full = os.path.abspath(path)  # a relative path means what it means to open(): from the working directory
+        if not _inside(full, self.root):
+            full = os.path.abspath(os.path.join(self.root, path))  # or one relative to the model itself
         rel = os.path.relpath(full, self.root).replace(os.sep, "/")
         if rel == ".." or rel.startswith("../"):
             raise ModelFormatError(

@@ -239,3 +239,13 @@ def test_encode_rejects_a_bare_string(saved):
     _, path = saved
     with pytest.raises(TypeError, match=r"encode\(\[obj\]\)"):
         SimilarityModel.load(path).encode("hello")
+
+
+@pytest.mark.parametrize("relative", ["model", "./model", "sub/../model"])
+def test_a_model_loads_by_a_path_relative_to_the_working_directory(saved, tmp_path, monkeypatch, relative):
+    model, path = saved
+    monkeypatch.chdir(tmp_path)
+    inputs = [torch.randn(6) for _ in range(4)]
+    (tmp_path / "sub").mkdir(exist_ok=True)
+    loaded = SimilarityModel.load(relative)
+    assert np.array_equal(loaded.encode(inputs), model.model.encode(inputs))
