@@ -72,18 +72,25 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from simplug.components.cache_backend import CacheBackend
-    from simplug.training.cache.config import CacheConfig, CacheType
-    from simplug.data.loaders import GroupSimilarityDataLoader, PairsSimilarityDataLoader
     from simplug.components.distance import Distance
     from simplug.components.encoder import Encoder
-    from simplug.evaluation.evaluator import Evaluator, GroupSampler, PairSampler
-    from simplug.components.metric import AttachedMetric
-    from simplug.components.metric import GroupMetric, Metric, PairMetric
     from simplug.components.head import EncoderHead
     from simplug.components.loss import GroupLoss, PairwiseLoss, SimilarityLoss
-    from simplug.training.fit import Quaterion
-    from simplug.registry import Registry, get_registry
+    from simplug.components.metric import (
+        AttachedMetric,
+        GroupMetric,
+        Metric,
+        PairMetric,
+    )
+    from simplug.data.loaders import (
+        GroupSimilarityDataLoader,
+        PairsSimilarityDataLoader,
+    )
     from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
+    from simplug.evaluation.evaluator import Evaluator, GroupSampler, PairSampler
+    from simplug.registry import Registry, get_registry
     from simplug.serving import SimilarityModel
+    from simplug.training.cache.config import CacheConfig, CacheType
+    from simplug.training.fit import Quaterion
     from simplug.training.trainable import TrainableModel
     from simplug.training.xbm import XbmConfig

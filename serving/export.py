@@ -28,10 +28,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch import nn
-
 from simplug.errors import SimplugError
 from simplug.serving.inputs import takes_tensors, tensor_input_shape
+from torch import nn
 
 ONNX_INSTALL = "pip install 'simplug[onnx]'  (that is: pip install onnx onnxruntime)"
 DEFAULT_OPSET = 17

@@ -46,12 +46,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
-
 import simplug
+from simplug.components.index import (
+    CollectionNotFoundError,
+    IndexUnavailableError,
+    VectorIndexError,
+)
 from simplug.errors import DataError, SimplugError
 from simplug.model.similarity_model import SIDES
-from simplug.serving.inputs import check_tensor_objects, describe_inputs, takes_tensors, tensor_input_shape
-from simplug.components.index import CollectionNotFoundError, IndexUnavailableError, VectorIndexError
+from simplug.serving.inputs import (
+    check_tensor_objects,
+    describe_inputs,
+    takes_tensors,
+    tensor_input_shape,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000

@@ -27,14 +27,17 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-
+from simplug.components.distance import resolve_distance
 from simplug.components.index import Hit, IndexInfo, IndexMismatchError, VectorIndex
-from simplug.errors import DataError, SimplugError
-from simplug.serving.inputs import check_tensor_objects, takes_tensors, tensor_input_shape
 from simplug.components.ranking import score_blocks
+from simplug.errors import DataError, SimplugError
 from simplug.evaluation.retrieval import build_metrics, default_metric_specs
 from simplug.registry import get_registry
-from simplug.components.distance import resolve_distance
+from simplug.serving.inputs import (
+    check_tensor_objects,
+    takes_tensors,
+    tensor_input_shape,
+)
 
 DEFAULT_COLLECTION = "simplug"
 DEFAULT_BACKEND = "qdrant"

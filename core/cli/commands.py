@@ -6,7 +6,6 @@ import sys
 from typing import Optional
 
 import typer
-
 from simplug.cli.tables import format_comparison, text_table
 from simplug.errors import SimplugError
 from simplug.registry.kinds import NAMES as KIND_NAMES
@@ -138,7 +137,8 @@ def info(
 def requirements(model: str = typer.Argument(..., help="saved model directory")) -> None:
     """Print the pip requirement lines a saved model needs to be loaded and served: simplug, the
     plugins' distributions, and what its components declare (e.g. sentence-transformers)."""
-    from simplug.model.manifest import local_code_notes, requirements as model_requirements
+    from simplug.model.manifest import local_code_notes
+    from simplug.model.manifest import requirements as model_requirements
 
     manifest = _read_manifest(model)
     try:
@@ -304,8 +304,8 @@ def export_model(
     """Export the tensor part of a saved model to ONNX, checked against PyTorch with onnxruntime."""
     if fmt != "onnx":
         _fail(f"unknown --format {fmt!r}; the formats are: onnx")
-    from simplug.serving.export import export_onnx, parse_input_shapes
     from simplug.model.similarity_model import SimilarityModel
+    from simplug.serving.export import export_onnx, parse_input_shapes
 
     try:
         loaded = SimilarityModel.load(model, trust_local_code=trust_local_code)
@@ -415,7 +415,6 @@ def encode(
 ) -> None:
     """Embed objects from a file with a saved model and write them as a .npy array."""
     import numpy as np
-
     from simplug.data.readers import read_objects
     from simplug.model.similarity_model import SimilarityModel
 

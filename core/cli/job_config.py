@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from simplug.errors import ConfigError
 
 HEADLINE = {"groups": "retrieval_r_precision", "pairs": "retrieval_precision@1"}

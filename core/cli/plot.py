@@ -1,6 +1,7 @@
 """``training.png``: loss and the held-out headline metric per epoch (matplotlib, if installed)."""
 from __future__ import annotations
 
+
 def plot_history(history: list[dict[str, float]], headline: str, path: str) -> str | None:
     try:
         import matplotlib

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+
 def format_comparison(columns: Mapping[str, Mapping[str, float]]) -> str:
     """A metrics table, one column per model, plus the change of the last against the first."""
     names = list(columns)

@@ -17,7 +17,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import CSVLogger
-
 from simplug.cli.job_config import HEADLINE, JobConfig, load_job_config
 from simplug.cli.plot import plot_history
 from simplug.cli.tables import format_comparison
@@ -25,7 +24,12 @@ from simplug.data.loaders import GroupSimilarityDataLoader, PairsSimilarityDataL
 from simplug.data.readers import read_samples
 from simplug.errors import ConfigError, TrainingDivergedError, TrainingInterrupted
 from simplug.evaluation.baselines import nearest_answer_scores, nearest_example
-from simplug.evaluation.heldout import TRAIN_SPLIT, HeldOutScorer, encoder_only, retrieval_task
+from simplug.evaluation.heldout import (
+    TRAIN_SPLIT,
+    HeldOutScorer,
+    encoder_only,
+    retrieval_task,
+)
 from simplug.evaluation.retrieval import Record
 from simplug.registry.building import positive_int
 from simplug.training.fit import fit

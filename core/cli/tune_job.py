@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-
 from simplug.cli.job_config import HEADLINE, SECTIONS, JobConfig, load_job_config
 from simplug.cli.tables import format_comparison, text_table
 from simplug.cli.train_job import TrainingRun, loaders, read_data, start_run

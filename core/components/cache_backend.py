@@ -5,8 +5,6 @@ import os
 
 import torch
 
-
-
 _CHUNK = 16 * 1024 * 1024
 
 class CacheBackend:

@@ -7,7 +7,6 @@ row by row, and ``distance_matrix(x, y)`` / ``similarity_matrix(x, y)`` for all 
 from __future__ import annotations
 
 import torch
-
 from simplug.registry import get_registry
 
 

@@ -7,10 +7,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
-
 from simplug.errors import ModelFormatError
 from simplug.files import read_model_file
+from torch import nn
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"

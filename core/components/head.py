@@ -4,10 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-
 from simplug.registry.building import positive_int
-
+from torch import nn
 
 #: batch entry holding, for heads that route rows (``reads_batch``), each row's option index
 ROUTES_KEY = "__routes__"

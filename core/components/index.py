@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
 from simplug.errors import SimplugError
 
 #: distances an index must be able to search with, by the names of simplug's distance plugins

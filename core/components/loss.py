@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-
 from simplug.components.distance import Distance, resolve_distance
 from simplug.errors import ConfigError, DataError
 from simplug.registry.building import positive_int
+from torch import nn
 
 _PAIR_TARGETS = ("pairs", "labels", "subgroups")
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-
 from simplug.components.distance import Distance, resolve_distance
 from simplug.components.ranking import QueryBlock, Relevance, score_embeddings
 from simplug.errors import ConfigError, DataError
-
-
 from simplug.registry.building import build_component
+
 
 # ---------------------------------------------------------------------------- metrics
 class Metric:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import torch
-
 from simplug.errors import ConfigError, DataError
 
 

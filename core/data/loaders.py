@@ -4,12 +4,11 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
-
 from simplug.data.distributed import rank_and_world
+from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 from simplug.errors import DataError
 from simplug.registry.building import positive_int
-from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
+from torch.utils.data import DataLoader, Dataset
 
 
 class _CollateWithFeatures:

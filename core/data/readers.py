@@ -25,9 +25,8 @@ import os
 from typing import Any, Iterator, Mapping
 
 import numpy as np
-
-from simplug.errors import DataError
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
+from simplug.errors import DataError
 
 PAIR_FIELDS = {"obj_a": "obj_a", "obj_b": "obj_b", "score": "score", "subgroup": "subgroup"}
 GROUP_FIELDS = {"obj": "obj", "group": "group"}

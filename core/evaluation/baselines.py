@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import torch
-
 from simplug.components.ranking import score_blocks
 from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 from simplug.errors import DataError

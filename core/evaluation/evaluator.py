@@ -11,14 +11,13 @@ import random
 from typing import Any, Mapping, Sequence
 
 import torch
-
-from simplug.errors import ConfigError, DataError
 from simplug.components.metric import Metric, PairScoreMetric
 from simplug.components.ranking import Relevance, score_embeddings
+from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
+from simplug.errors import ConfigError, DataError
 from simplug.evaluation.retrieval import ObjectIndex
 from simplug.model.similarity_model import SimilarityModel
 from simplug.registry.building import build_component
-from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
 
 
 class Sampler:

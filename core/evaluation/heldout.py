@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-
 from simplug.components.head import EncoderHead
 from simplug.errors import ConfigError
 from simplug.evaluation.retrieval import (

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import torch
-
 from simplug.components.metric import Metric, PairScoreMetric
 from simplug.components.ranking import score_embeddings
 from simplug.errors import ConfigError, DataError

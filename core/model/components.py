@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-
 from simplug.errors import MissingPluginError, ModelFormatError
 from simplug.model.local_code import (
     local_class_ref,

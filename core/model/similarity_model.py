@@ -10,20 +10,21 @@ from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import nn
-
 import simplug
+import torch
+from simplug.components.distance import resolve_distance
 from simplug.components.encoder import Encoder
-from simplug.errors import ConfigError, ModelFormatError
 from simplug.components.head import EncoderHead
+from simplug.errors import ConfigError, ModelFormatError
+from simplug.files import atomic_directory, reading_checked
+from simplug.model.card import MODEL_CARD, render_model_card
+from simplug.model.components import describe_component, resolve_component
 from simplug.model.local_code import (
     LocalCodeLoader,
     LocalCodeWriter,
     loading_local_code,
     saving_local_code,
 )
-from simplug.files import atomic_directory, reading_checked
 from simplug.model.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -35,11 +36,9 @@ from simplug.model.manifest import (
     read_manifest,
     write_manifest,
 )
-from simplug.model.card import MODEL_CARD, render_model_card
 from simplug.model.torch_spec import build_with_weights, read_safetensors
-from simplug.model.components import describe_component, resolve_component
 from simplug.registry import Registry, get_registry
-from simplug.components.distance import resolve_distance
+from torch import nn
 
 DEFAULT_ENCODER_KEY = "default"
 #: the two sides of pair data: ``obj_a`` is the query, ``obj_b`` the document

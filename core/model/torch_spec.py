@@ -11,10 +11,9 @@ import inspect
 from typing import Any, Callable
 
 import torch
-from torch import nn
-
 from simplug.errors import ModelFormatError
 from simplug.model.local_code import local_class_ref, resolve_local_ref
+from torch import nn
 
 _CONTAINERS = ("Sequential", "ModuleList")
 _SKIP_PARAMS = {"self", "device", "dtype"}

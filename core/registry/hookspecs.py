@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pluggy
-
 from simplug.registry.kinds import KINDS, Kind
 
 PROJECT = "simplug"

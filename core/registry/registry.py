@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import pluggy
-
-from simplug.registry import hookspecs, kinds
 from simplug.errors import (
     AmbiguousComponentError,
     ComponentNotFoundError,
     MissingPluginError,
     PluginError,
 )
+from simplug.registry import hookspecs, kinds
 
 try:  # the backport follows the newest metadata behaviour on every Python
     import importlib_metadata as metadata

@@ -9,12 +9,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import pytorch_lightning as pl
-
-from simplug.data.loaders import SimilarityDataLoader
+from simplug.data.loaders import GroupBalancedBatchSampler, SimilarityDataLoader
 from simplug.errors import DataError, TrainingInterrupted
-from simplug.training.trainable import TrainableModel
 from simplug.training.lightning_speed import NoProfiler
-from simplug.data.loaders import GroupBalancedBatchSampler
+from simplug.training.trainable import TrainableModel
 
 # Lightning messages that say nothing actionable for similarity training on a CPU
 _QUIET_WARNINGS = (

@@ -8,23 +8,30 @@ from typing import Any, Mapping
 
 import pytorch_lightning as pl
 import torch
-
-from simplug.training.cache.mixin import CachingMixin
-from simplug.training.cache.fast_path import is_cached_batch
-from simplug.registry import get_registry
-from simplug.registry.building import build_component, check_arguments, split_spec
 from simplug.components.encoder import Encoder
-from simplug.errors import ConfigError, DataError, TrainingDivergedError
 from simplug.components.head import EncoderHead
 from simplug.components.loss import SimilarityLoss
-from simplug.components.metric import AttachedMetric, attach_metrics, attached_metric_from_config
-from simplug.components.metric import Metric
-from simplug.model.similarity_model import DEFAULT_ENCODER_KEY, SimilarityModel
+from simplug.components.metric import (
+    AttachedMetric,
+    Metric,
+    attach_metrics,
+    attached_metric_from_config,
+)
+from simplug.data.loaders import SimilarityDataLoader
+from simplug.errors import ConfigError, DataError, TrainingDivergedError
+from simplug.model.similarity_model import (
+    DEFAULT_ENCODER_KEY,
+    SIDES,
+    SimilarityModel,
+    pair_document_mask,
+)
+from simplug.registry import get_registry
+from simplug.registry.building import build_component, check_arguments, split_spec
+from simplug.training.cache.config import CacheConfig
+from simplug.training.cache.fast_path import is_cached_batch
+from simplug.training.cache.mixin import CachingMixin
 from simplug.training.lightning_speed import FastStepHooks, store_signature
 from simplug.training.xbm import CrossBatchMemory, XbmConfig
-from simplug.model.similarity_model import SIDES, pair_document_mask
-from simplug.data.loaders import SimilarityDataLoader
-from simplug.training.cache.config import CacheConfig
 
 STAGES = ("train", "validation", "test")
 

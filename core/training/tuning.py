@@ -26,7 +26,6 @@ import torch
 from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import save_file
-
 from simplug.components.encoder import Encoder
 from simplug.errors import ConfigError, DataError, SimplugError
 from simplug.evaluation.heldout import HeldOutScorer, retrieval_task

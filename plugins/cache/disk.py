@@ -6,7 +6,6 @@ import tempfile
 import weakref
 
 import torch
-
 from simplug.components.cache_backend import CacheBackend
 
 

@@ -6,7 +6,6 @@ import os
 from typing import Any, Callable, Sequence
 
 import torch
-
 from simplug.components.encoder import CONFIG_FILE, Encoder, read_encoder_config
 from simplug.errors import ConfigError, DataError, ModelFormatError
 

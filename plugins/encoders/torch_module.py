@@ -4,12 +4,21 @@ import os
 from typing import Any, Callable
 
 import torch
-from torch import nn
-
-from simplug.components.encoder import WEIGHTS_FILE, Encoder, default_collate, read_encoder_config
+from simplug.components.encoder import (
+    WEIGHTS_FILE,
+    Encoder,
+    default_collate,
+    read_encoder_config,
+)
 from simplug.errors import ModelFormatError
 from simplug.files import read_model_file
-from simplug.model.torch_spec import build_with_weights, module_from_spec, module_to_spec, read_safetensors
+from simplug.model.torch_spec import (
+    build_with_weights,
+    module_from_spec,
+    module_to_spec,
+    read_safetensors,
+)
+from torch import nn
 
 
 class TorchModuleEncoder(Encoder):

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from simplug.components.head import EncoderHead
+from torch import nn
 
 
 class GatedHead(EncoderHead):

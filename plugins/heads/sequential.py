@@ -3,10 +3,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torch import nn
-
 from simplug.components.head import EncoderHead
 from simplug.plugins.heads.layers import build_layer, describe_layer, output_width
+from torch import nn
 
 
 class SequentialHead(EncoderHead):

@@ -3,9 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-
 from simplug.components.head import EncoderHead
+from torch import nn
 
 
 class SkipConnectionHead(EncoderHead):

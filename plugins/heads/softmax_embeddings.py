@@ -3,10 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-
 from simplug.components.head import EncoderHead
 from simplug.registry.building import positive_int
+from torch import nn
 
 
 class SoftmaxEmbeddingsHead(EncoderHead):

@@ -3,10 +3,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torch import nn
-
 from simplug.components.head import EncoderHead
 from simplug.plugins.heads.activations import check_activation_name, make_activation
+from torch import nn
 
 
 def check_output_sizes(output_sizes: Any) -> list[int]:

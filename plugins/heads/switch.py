@@ -3,11 +3,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-from torch import nn
-
-from simplug.errors import DataError
 from simplug.components.head import ROUTES_KEY, EncoderHead
+from simplug.errors import DataError
 from simplug.plugins.heads.layers import build_layer, describe_layer, output_width
+from torch import nn
 
 
 class SwitchHead(EncoderHead):

@@ -4,10 +4,9 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
-
 from simplug.components.head import EncoderHead
 from simplug.plugins.heads.activations import check_activation_name, make_activation
+from torch import nn
 
 
 class WideningHead(EncoderHead):

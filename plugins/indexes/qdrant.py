@@ -28,7 +28,6 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
-
 from simplug.components.index import (
     CollectionNotFoundError,
     Hit,

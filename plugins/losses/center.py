@@ -3,9 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
-
 from simplug.components.loss import ProxyGroupLoss
+from torch import nn
 
 
 class CenterLoss(ProxyGroupLoss):

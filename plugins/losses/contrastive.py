@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-
 from simplug.components.loss import PairwiseLoss, pairs_and_subgroup_negatives
 
 

@@ -4,7 +4,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from simplug.components.loss import EmbeddingGroupLoss, group_masks
 
 

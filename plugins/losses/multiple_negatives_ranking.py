@@ -4,9 +4,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from simplug.errors import DataError
 from simplug.components.loss import PairwiseLoss
+from simplug.errors import DataError
 
 
 class MultipleNegativesRankingLoss(PairwiseLoss):

@@ -10,9 +10,8 @@ import inspect
 from typing import Any, Mapping
 
 import torch
-
-from simplug.errors import ConfigError
 from simplug.components.loss import GroupLoss, check_group_range
+from simplug.errors import ConfigError
 
 _INSTALL = "pip install pytorch-metric-learning  (or: pip install 'simplug[train]')"
 # bases and wrappers that cannot be built from a name and arguments alone

@@ -4,9 +4,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from simplug.components.loss import ProxyGroupLoss
+from torch import nn
 
 
 class SoftmaxLoss(ProxyGroupLoss):

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from simplug.components.loss import EmbeddingGroupLoss, group_masks
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-from simplug.errors import ConfigError
 from simplug.components.metric import PairScoreMetric
+from simplug.errors import ConfigError
 
 
 class PairAccuracy(PairScoreMetric):

@@ -8,11 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
 from simplug.components.metric import Metric, check_k
-from simplug.registry.building import positive_int
 from simplug.components.ranking import QueryBlock
 from simplug.errors import DataError
+from simplug.registry.building import positive_int
 
 
 class _AtK(Metric):

@@ -7,8 +7,8 @@ from typing import Any, Callable
 
 import torch
 from simplug.components.cache_backend import CacheBackend
-from simplug.testing.checks.common import fail, generator, shape_of, step
 from simplug.files import sha256_file, write_json_atomic
+from simplug.testing.checks.common import fail, generator, shape_of, step
 from simplug.training.cache.files import expected_meta, verify_cache_file
 
 

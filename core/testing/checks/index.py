@@ -18,7 +18,6 @@ import tempfile
 from typing import Any, Callable
 
 import numpy as np
-
 from simplug.components.index import INDEX_DISTANCES, IndexInfo, VectorIndex
 from simplug.testing import ConformanceError
 

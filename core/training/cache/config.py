@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Mapping
 
 import torch
-
 from simplug.errors import ConfigError
 from simplug.registry.building import positive_int
-
 
 
 class CacheType(str, enum.Enum):

@@ -13,9 +13,14 @@ import logging
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
-
 from simplug.errors import DataError
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 log = logging.getLogger("simplug.training.cache.files")
 

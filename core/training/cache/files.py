@@ -20,7 +20,6 @@ import os
 from typing import Any, Mapping
 
 import torch
-
 from simplug.files import file_lock, sha256_file
 from simplug.registry import get_registry
 

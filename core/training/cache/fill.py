@@ -9,10 +9,19 @@ import warnings
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
-
+from simplug.components.cache_backend import CacheBackend
 from simplug.data.distributed import Collectives
-from simplug.files import TMP_MARK, remove_stale_siblings, sha256_file, unique_sibling, write_json_atomic
+from simplug.errors import ConfigError, DataError
+from simplug.files import (
+    TMP_MARK,
+    remove_stale_siblings,
+    sha256_file,
+    unique_sibling,
+    write_json_atomic,
+)
+from simplug.model.similarity_model import move_to_device
+from simplug.registry import get_registry
+from simplug.training.cache.config import CacheConfig, backend_name
 from simplug.training.cache.files import (
     NO_CACHE_FILE,
     cache_lock,
@@ -21,12 +30,8 @@ from simplug.training.cache.files import (
     expected_meta,
     verify_cache_file,
 )
-from simplug.components.cache_backend import CacheBackend
-from simplug.training.cache.config import CacheConfig, backend_name
-from simplug.errors import ConfigError, DataError
 from simplug.training.cache.plan import EncoderPlan, RowMap, SourcePlan
-from simplug.model.similarity_model import move_to_device
-from simplug.registry import get_registry
+from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger("simplug.training.cache.files")
 

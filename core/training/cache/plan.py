@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-
+from simplug.errors import ConfigError, DataError
+from simplug.training.cache.config import CacheConfig
 from simplug.training.cache.files import (
     update_content_digest,
 )
-from simplug.training.cache.config import CacheConfig
-from simplug.errors import ConfigError, DataError
 
 log = logging.getLogger("simplug.training.cache.files")
 
