@@ -25,11 +25,12 @@ import pytorch_lightning as pl
 import torch
 from filelock import FileLock
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 from simplug.components.encoder import Encoder
 from simplug.errors import ConfigError, DataError, SimplugError
 from simplug.evaluation.heldout import HeldOutScorer, retrieval_task
 from simplug.evaluation.retrieval import default_metric_specs
+from simplug.files import write_bytes_atomic
 from simplug.registry import get_registry
 from simplug.training.cache.files import encoder_fingerprint, update_content_digest
 
@@ -455,9 +456,7 @@ def save_outputs(path: str, outputs: torch.Tensor) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = outputs.contiguous()
     digest = hashlib.sha256(data.numpy().tobytes()).hexdigest()
-    tmp = f"{path}.{os.getpid()}.tmp"
-    save_file({"outputs": data}, tmp, metadata={"sha256": digest})
-    os.replace(tmp, path)
+    write_bytes_atomic(path, save_safetensors({"outputs": data}, metadata={"sha256": digest}))
 
 
 def load_outputs(path: str, rows: int) -> torch.Tensor | None:
