@@ -32,6 +32,7 @@ from simplug.components.index import Hit, IndexInfo, IndexMismatchError, VectorI
 from simplug.components.ranking import score_blocks
 from simplug.errors import DataError, SimplugError
 from simplug.evaluation.retrieval import build_metrics, default_metric_specs
+from simplug.model.card import MODEL_CARD
 from simplug.registry import get_registry
 from simplug.serving.inputs import (
     check_tensor_objects,
@@ -52,7 +53,7 @@ def model_fingerprint(model: Any) -> str:
     manifest = getattr(model, "manifest", None)
     digest = hashlib.sha256()
     if manifest and manifest.get("files"):
-        files = {name: entry.get("sha256") for name, entry in manifest["files"].items() if name != "README.md"}
+        files = {name: entry.get("sha256") for name, entry in manifest["files"].items() if name != MODEL_CARD}
         digest.update(json.dumps(files, sort_keys=True).encode())
     else:
         for name, value in sorted(model.state_dict().items()):

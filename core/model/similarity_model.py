@@ -16,7 +16,7 @@ from simplug.components.distance import resolve_distance
 from simplug.components.encoder import Encoder
 from simplug.components.head import EncoderHead
 from simplug.errors import ConfigError, ModelFormatError
-from simplug.files import atomic_directory, reading_checked
+from simplug.files import atomic_directory, reading_checked, write_bytes_atomic
 from simplug.model.card import MODEL_CARD, render_model_card
 from simplug.model.components import describe_component, resolve_component
 from simplug.model.local_code import (
@@ -378,9 +378,9 @@ class SimilarityModel(nn.Module):
                 "training": training or {},
                 "similarity": self._similarity_record(training or {}),
             }
-            with open(os.path.join(tmp, MODEL_CARD), "w", encoding="utf-8") as fh:
-                fh.write(render_model_card(manifest, os.path.basename(os.path.abspath(path))))
-            table[MODEL_CARD] = file_table(tmp)[MODEL_CARD]
+            card = render_model_card(manifest, os.path.basename(os.path.abspath(path))).encode("utf-8")
+            # the card's entry from the bytes written: the other files were hashed once already
+            table[MODEL_CARD] = {"size": len(card), "sha256": write_bytes_atomic(os.path.join(tmp, MODEL_CARD), card)}
             write_manifest(tmp, manifest, dict(sorted(table.items())))
         return path
 
