@@ -11,7 +11,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -25,6 +25,7 @@ from simplug.data.readers import read_samples
 from simplug.errors import ConfigError, TrainingDivergedError, TrainingInterrupted
 from simplug.evaluation.baselines import nearest_answer_scores, nearest_example
 from simplug.evaluation.heldout import (
+    HELD_OUT_SPLIT,
     TRAIN_SPLIT,
     HeldOutScorer,
     encoder_only,
@@ -144,8 +145,8 @@ def score_untrained(run: TrainingRun, module: TrainableModel | None = None) -> N
     started = time.perf_counter()
     task, scorer = run.scorer.task, run.scorer
     if module is not None and not scorer.has_encoder_outputs:
-        queries = encoder_outputs_from_cache(module, task.query_records)
-        candidates = encoder_outputs_from_cache(module, task.candidate_records)
+        queries = encoder_outputs_from_cache(module, task.query_records, split_samples(run))
+        candidates = encoder_outputs_from_cache(module, task.candidate_records, split_samples(run))
         if queries is None:
             queries = module.model.encoder_outputs(task.queries, scorer.batch_size)
         if candidates is None:
@@ -170,21 +171,32 @@ def score_nearest_example(run: TrainingRun, module: TrainableModel | None) -> di
         return nearest_example(encoder_only(run.model.model), run.train, run.held_out, batch_size=scorer.batch_size,
                                distance=scorer.distance, metrics=list(scorer.metrics.values()))
     answered = [i for i, s in enumerate(run.train) if s.score > 0]
-    train_queries = None if module is None else encoder_outputs_from_cache(module, [(TRAIN_SPLIT, i) for i in answered])
+    train_queries = None if module is None else encoder_outputs_from_cache(module, [(TRAIN_SPLIT, i) for i in answered],
+                                                                             split_samples(run))
     if train_queries is None:
         train_queries = run.model.model.encoder_outputs([run.train[i].obj_a for i in answered], scorer.batch_size)
     queries = scorer.encoder_outputs(run.model.model)[0]
     return nearest_answer_scores(scorer.task, [run.train[i] for i in answered], queries, train_queries, scorer.metrics)
 
 
-def encoder_outputs_from_cache(model: TrainableModel, records: list[Record] | None) -> torch.Tensor | None:
+def split_samples(run: TrainingRun) -> dict[str, list[Any]]:
+    """The samples that the positions of each split of the held-out task refer to."""
+    return {TRAIN_SPLIT: run.train, HELD_OUT_SPLIT: run.held_out}
+
+
+def encoder_outputs_from_cache(model: TrainableModel, records: list[Record] | None,
+                               datasets: Mapping[str, Sequence[Any]]) -> torch.Tensor | None:
     """The frozen encoders' outputs of ``records`` (split, record position), read from the
-    model's filled training cache; None when the cache does not hold them all."""
+    model's filled training cache; None when the cache does not hold them all. ``datasets``:
+    the samples each split's positions refer to; a split the cache holds for other samples
+    (e.g. a share carved from the training data) is not read."""
     state = model.cache_state
     if records is None or state is None or not state.filled:
         return None
     keys = list(model.model.encoders)
-    if any(key not in state.backends for key in keys) or any(split not in state.sources for split, _ in records):
+    splits_used = {split for split, _ in records}
+    if any(key not in state.backends for key in keys) or any(
+            split not in state.sources or state.sources[split].dataset is not datasets.get(split) for split in splits_used):
         return None
     splits = [split for split, _ in records]
     positions = torch.tensor([position for _, position in records], dtype=torch.long)
@@ -247,10 +259,6 @@ def train_model(run: TrainingRun) -> None:
         train_samples, selector = best_epoch_selector(
             run.kind, run.train, run.model, settings["select_best"], run.headline,
             settings.get("validation_share", 0.2), int(settings.get("seed", 0)), run.job.evaluate)
-    if not run.columns and train_samples is not run.train:
-        # the cache's training rows are the carved training share, not the training file the
-        # held-out task's candidates come from: score the untrained encoder by encoding
-        score_untrained(run)
     train_loader, val_loader = loaders(run.kind, train_samples, run.held_out, settings)
     deferred = not run.columns  # the untrained encoder is scored from the filled cache
     recorder = EpochRecorder(run.scorer, run.headline, (lambda module: score_untrained(run, module)) if deferred else None)

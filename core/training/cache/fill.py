@@ -76,7 +76,8 @@ class CacheState:
         per_sample = len(records) // n if n else 1
         if per_sample * n != len(records):
             raise DataError(f"{type(loader).__name__} made {len(records)} records from {n} samples; expected a multiple")
-        plan = SourcePlan(name, n, per_sample, {k: v for k, v in targets.items() if isinstance(v, torch.Tensor)})
+        plan = SourcePlan(name, n, per_sample, {k: v for k, v in targets.items() if isinstance(v, torch.Tensor)},
+                          dataset=dataset)
         for key, encoder_plan in self.encoder_plans.items():
             plan.row_maps[key] = RowMap(encoder_plan.add_records(name, records))
         self.sources[name] = plan

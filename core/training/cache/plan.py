@@ -53,6 +53,9 @@ class SourcePlan:
     # range on the training device: the hot path then needs no per-encoder bookkeeping
     single_rows: tuple[torch.Tensor, int] | None = None
     _pairs_by_size: dict[int, torch.Tensor] = field(default_factory=dict)
+    # the data set whose sample positions the rows follow (a reference, for readers that must
+    # be sure their positions mean the same samples)
+    dataset: Any = None
 
     def record_positions(self, indices: torch.Tensor) -> torch.Tensor:
         if self.records_per_sample == 1:
