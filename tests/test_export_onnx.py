@@ -14,6 +14,7 @@ from torch import nn
 from conftest import run_cli
 
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
+from simplug.plugins.heads.blend import BlendHead
 from simplug.plugins.heads.gated import GatedHead
 from simplug.plugins.heads.skip_connection import SkipConnectionHead
 from simplug.plugins.heads.stacked_projection import StackedProjectionHead
@@ -26,6 +27,8 @@ HEADS = {
     "skip_connection": lambda size: SkipConnectionHead(size, n_layers=2, dropout=0.3, skip_dropout=0.3),
     "gated": lambda size: GatedHead(size),
     "stacked_projection": lambda size: StackedProjectionHead(size, output_sizes=[16, 5]),
+    # normalisation and a softmax inside the graph
+    "blend": lambda size: BlendHead(size, input_weight=0.3, assignment_weight=0.3, assignments=5, assignment_temperature=0.5),
 }
 
 

@@ -23,6 +23,7 @@ CASES = {
     "empty": [{}],
     "skip_connection": [{}, {"n_layers": 3}],
     "gated": [{}],
+    "blend": [{}, {"input_weight": 0.5, "assignment_weight": 0.25, "assignments": 5, "assignment_temperature": 0.5, "n_layers": 2}],
     "softmax_embeddings": [{"output_groups": 3, "output_size_per_group": 5}, {"output_groups": 1, "output_size_per_group": 4}],
     "stacked_projection": [
         {"output_sizes": [7]},
@@ -113,6 +114,18 @@ def reference(name, head, x):
             gate = 1.0 / (1.0 + torch.exp(-sd[f"gates.{i}"]))
             x = linear_ref(x, sd[f"fcs.{i}.weight"], sd[f"fcs.{i}.bias"]) * gate + x
         return x
+    if name == "blend":
+        def unit(v):
+            return v / torch.sqrt((v * v).sum(dim=1, keepdim=True))
+        projected = x
+        for i in range(head.projection.n_layers):
+            gate = 1.0 / (1.0 + torch.exp(-sd[f"projection.gates.{i}"]))
+            projected = linear_ref(projected, sd[f"projection.fcs.{i}.weight"], sd[f"projection.fcs.{i}.bias"]) * gate + projected
+        logits = linear_ref(x, sd["assign.weight"], sd["assign.bias"]) / head.assignment_temperature
+        assignment = torch.exp(logits) / torch.exp(logits).sum(dim=1, keepdim=True)
+        projection_weight = 1.0 - head.input_weight - head.assignment_weight
+        return torch.cat([np.sqrt(head.input_weight) * unit(x), np.sqrt(projection_weight) * unit(projected),
+                          np.sqrt(head.assignment_weight) * unit(assignment)], dim=1)
     if name == "gated":
         g = sd["gates"]
         return x * activation_ref("tanh", g)
@@ -220,6 +233,25 @@ def test_every_allowed_activation(name, activation):
     torch.testing.assert_close(got, reference(name, head, x), rtol=1e-5, atol=1e-5)
 
 
+def test_blend_similarity_is_the_weighted_sum_of_its_three_cosines():
+    head = build_head("blend", {"input_weight": 0.3, "assignment_weight": 0.45, "assignments": 6}).eval()
+    a, b = torch.randn(5, IN, dtype=torch.float64), torch.randn(5, IN, dtype=torch.float64)
+    head = head.double()
+    with torch.no_grad():
+        got = (head(a) * head(b)).sum(dim=1)
+        assert torch.allclose(head(a).norm(dim=1), torch.ones(5, dtype=torch.float64))
+
+        def cos(u, v):
+            return (u * v).sum(dim=1) / (u.norm(dim=1) * v.norm(dim=1))
+
+        def assign(x):
+            return torch.softmax(head.assign(x), dim=1)
+
+        expected = (0.3 * cos(a, b) + 0.25 * cos(head.projection(a), head.projection(b))
+                    + 0.45 * cos(assign(a), assign(b)))
+    torch.testing.assert_close(got, expected)
+
+
 def test_initial_values():
     gated = head_class("gated")(IN)
     assert torch.equal(gated.gates.detach(), torch.full((IN,), 2.0))
@@ -298,6 +330,11 @@ def test_save_load_is_bit_identical(name, args, tmp_path):
 
 
 BAD = [
+    ("blend", {"input_weight": 0.7, "assignment_weight": 0.4}, r"at most 1.*0.7 \+ 0.4 = 1.1"),
+    ("blend", {"input_weight": -0.1}, r"input_weight must be a number in \[0, 1\]"),
+    ("blend", {"assignment_weight": "0.3"}, r"assignment_weight must be a number"),
+    ("blend", {"assignments": 0}, r"assignments must be a positive int"),
+    ("blend", {"assignment_temperature": 0}, r"assignment_temperature must be a positive number"),
     ("stacked_projection", {"output_sizes": [8], "activation_fn": "swishy"}, r"activation_fn.*'swishy'.*relu.*gelu.*identity"),
     ("stacked_projection", {"output_sizes": [8], "activation_fn": "torch.nn.ReLU"}, r"activation_fn.*relu"),
     ("stacked_projection", {"output_sizes": [8], "activation_fn": nn.ReLU}, r"activation_fn.*name"),

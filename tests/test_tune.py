@@ -326,3 +326,22 @@ def test_a_pruned_run_stops_at_once_and_keeps_its_last_weights():
     last = module.model.bias.detach().clone()
     selector.on_train_end(trainer, module)
     assert torch.equal(module.model.bias, last)
+
+
+def test_the_category_routing_space_names_real_keys_of_its_config():
+    """The shipped example's [tune.space] tunes the blend head's own arguments: every key must
+    resolve against the example's [model] and [train] as `simplug tune` resolves it."""
+    from pathlib import Path
+
+    from simplug.cli.job_config import SECTIONS
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "category_routing" / "config.toml"
+    config = tomllib.loads(path.read_text(encoding="utf-8"))
+    sections = {"model": config["model"], "train": config["train"]}
+    params = parse_space(config["tune"]["space"], sections, train_keys=SECTIONS["train"])
+    assert "model.head.input_weight" in {p.key for p in params}
+    picked = apply_params(sections, params, lambda p: p.low if p.choices is None else p.choices[0])
+    assert picked["model"]["head"]["name"] == "blend"
+    assert picked["model"]["head"]["input_weight"] == config["tune"]["space"]["model.head.input_weight"]["low"]
+    for constraint in config["tune"]["constraints"]:
+        Constraint.parse(constraint)

@@ -10,6 +10,11 @@ def register_heads(register):
         "simplug.plugins.heads.skip_connection:SkipConnectionHead",
         summary="gated residual linear layers: x + sigmoid(g) * fc(x)",
     )
+    register(
+        "blend",
+        "simplug.plugins.heads.blend:BlendHead",
+        summary="weighted sum of the encoder's cosine, a trained projection's and soft group assignments'",
+    )
     register("gated", "simplug.plugins.heads.gated:GatedHead", summary="per-dimension gates: x * tanh(g)")
     register(
         "softmax_embeddings",
