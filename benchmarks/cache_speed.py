@@ -2,13 +2,17 @@
 
 1. simplug with every encoder cached (the fast path: index tensors into the cache),
 2. a hand-written PyTorch loop over the same in-memory embedding tensor (the floor),
-3. simplug without a cache (the frozen encoder runs every step),
+3. a bare LightningModule with the same head, loss and optimizer, fed the same batches by a
+   plain Python iterable (the floor of any Lightning loop: what Lightning's per-step machinery
+   costs by itself, which simplug's cached path cannot go below while it trains through Lightning),
+4. simplug without a cache (the frozen encoder runs every step),
 
 each the median seconds per epoch, and the ratios. Then the peak memory the cache fill added
 against the cache's payload (rows x size x bytes).
 
 Run: python benchmarks/cache_speed.py [--samples 32768] [--epochs 7] [--batch-sizes 64,1024]
 Targets: cached <= 1.25x the hand-written loop; cache peak memory within 5% of its payload.
+The "cached/bare Lightning" column is simplug's own cost over Lightning's (1.00x: none).
 Timings on a shared machine are noisy: compare the ratios, which are measured in one run.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ import pytorch_lightning as pl
 
 from simplug import GroupSimilarityDataLoader, Quaterion, SimilarityGroupSample, TrainableModel
 from simplug.training.cache.config import CacheConfig
+from simplug.training.lightning_speed import NoProfiler
 from simplug.plugins.encoders.torch_module import TorchModuleEncoder
 from simplug.plugins.heads.skip_connection import SkipConnectionHead
 from simplug.plugins.losses.triplet import TripletLoss
@@ -129,6 +134,42 @@ class EpochTimer(pl.Callback):
             self.floor.epoch()
 
 
+class BareLightningModule(pl.LightningModule):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.head, self.loss_fn = make_head(dim), TripletLoss(mining="hard")
+
+    def training_step(self, batch, batch_idx):
+        embeddings, groups = batch
+        return self.loss_fn(self.head(embeddings), groups)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.head.parameters(), lr=LR)
+
+
+class TensorBatches:
+    """``(embeddings[idx], groups[idx])`` for a shuffled order split into batches: no per-sample
+    Python, no DataLoader machinery."""
+
+    def __init__(self, embeddings: torch.Tensor, groups: torch.Tensor, batch_size: int):
+        self.embeddings, self.groups, self.batch_size = embeddings, groups, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.embeddings) // self.batch_size)
+
+    def __iter__(self):
+        for idx in torch.randperm(len(self.embeddings)).split(self.batch_size):
+            yield self.embeddings[idx], self.groups[idx]
+
+
+def bare_lightning_epochs(embeddings, groups, batch_size, epochs, floor: HandWrittenFloor):
+    timer = EpochTimer(floor)
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, callbacks=[timer], accelerator="cpu", profiler=NoProfiler())
+    trainer.fit(BareLightningModule(embeddings.shape[1]), train_dataloaders=TensorBatches(embeddings, groups, batch_size))
+    return timer.seconds
+
+
 def simplug_epochs(data, encoder, batch_size, epochs, cache: CacheConfig | None, floor: HandWrittenFloor | None = None):
     model = BenchModel(encoder, cache)
     timer = EpochTimer(floor)
@@ -215,19 +256,25 @@ def main() -> None:
     groups = torch.tensor([s.group for s in data])
     print(f"{args.samples} samples, raw size {args.dim_in}, frozen MLP encoder -> {args.dim}, skip-connection head, "
           f"triplet loss (hard), Adam; torch threads {torch.get_num_threads()}; cache backend {args.cache_type}")
-    header = f"{'batch':>6} {'steps':>6} {'cached s/ep':>12} {'hand s/ep':>10} {'uncached s/ep':>14} {'cached/hand':>12} {'paired':>12} {'uncached/cached':>16}"
+    header = (f"{'batch':>6} {'steps':>6} {'cached s/ep':>12} {'hand s/ep':>10} {'uncached s/ep':>14} {'cached/hand':>12} "
+              f"{'paired':>8} {'bare Lightning/hand':>20} {'cached/bare Lightning':>22} {'uncached/cached':>16}")
     print(header)
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         floor = HandWrittenFloor(embeddings, groups, batch_size)
         floor.epoch()  # warm-up
         floor.seconds.clear()
         cached, _ = simplug_epochs(data, encoder, batch_size, args.epochs, CacheConfig(args.cache_type), floor)
-        hand = floor.seconds
+        hand = list(floor.seconds)
+        floor.seconds.clear()
+        bare = bare_lightning_epochs(embeddings, groups, batch_size, args.epochs, floor)
+        bare_hand = list(floor.seconds)
         uncached, _ = simplug_epochs(data, encoder, batch_size, args.uncached_epochs, None)
         paired = statistics.median(c / h for c, h in zip(cached, hand))
+        bare_paired = statistics.median(b / h for b, h in zip(bare, bare_hand))
         c, h, u = statistics.median(cached), statistics.median(hand), statistics.median(uncached)
         steps = -(-args.samples // batch_size)
-        print(f"{batch_size:>6} {steps:>6} {c:>12.4f} {h:>10.4f} {u:>14.4f} {c / h:>11.2f}x {paired:>11.2f}x {u / c:>15.1f}x", flush=True)
+        print(f"{batch_size:>6} {steps:>6} {c:>12.4f} {h:>10.4f} {u:>14.4f} {c / h:>11.2f}x {paired:>7.2f}x "
+              f"{bare_paired:>19.2f}x {paired / bare_paired:>21.2f}x {u / c:>15.1f}x", flush=True)
     print(memory_line(args))
 
 
