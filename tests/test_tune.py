@@ -214,13 +214,43 @@ def test_tune_end_to_end_and_the_best_config_retrains_the_same_model(tmp_path):
         assert (out / name).exists(), name
     assert report["study"]["trials"] == 3 and report["best"]["trial"] in [row["trial"] for row in report["front"]]
     assert (out / "model" / "manifest.json").exists()
+    # the final model: the chosen setting trained again on the whole training file, for the chosen epochs
+    training_rows = len((tmp_path / "train.jsonl").read_text(encoding="utf-8").splitlines())
+    assert report["best"]["refit"] == {"samples": training_rows, "epochs": report["best"]["epoch"]}
     best = tomllib.loads((out / "best_config.toml").read_text(encoding="utf-8"))
-    assert best["train"]["select_best"]["metric"] == "retrieval_r_precision" and "tune" not in best
+    assert "select_best" not in best["train"] and "tune" not in best
+    assert best["train"]["epochs"] == report["best"]["epoch"]
     # simplug train runs the written config unchanged and gets the same held-out numbers
     retrained = run_training(str(out / "best_config.toml"), output_dir=str(tmp_path / "again"), echo=quiet)
+    tuned = report["held_out"]["tuned"]
+    assert {k: tuned[k] for k in retrained["trained"]} == pytest.approx(retrained["trained"], abs=1e-6)
+
+
+def test_without_refit_the_trial_model_is_kept_and_its_config_selects_the_same_epoch(tmp_path):
+    from simplug.cli.train_job import run_training
+
+    config = tune_job(tmp_path, trials=2, extra="")
+    text = config.read_text(encoding="utf-8").replace("[tune]\n", "[tune]\nrefit = false\n", 1)
+    config.write_text(text, encoding="utf-8")
+    report = run_tuning(str(config), echo=quiet)
+    assert report["best"]["refit"] is None
+    best = tomllib.loads((tmp_path / "run" / "tune" / "best_config.toml").read_text(encoding="utf-8"))
+    assert best["train"]["select_best"]["metric"] == "retrieval_r_precision"
+    retrained = run_training(str(tmp_path / "run" / "tune" / "best_config.toml"), output_dir=str(tmp_path / "again"), echo=quiet)
     assert retrained["selected"]["epoch"] == report["best"]["epoch"]
     tuned = report["held_out"]["tuned"]
     assert {k: tuned[k] for k in retrained["trained"]} == pytest.approx(retrained["trained"], abs=1e-6)
+
+
+def test_unknown_tune_keys_and_a_bad_refit_are_named(tmp_path):
+    config = tune_job(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[tune]\n", "[tune]\ntrails = 40\n", 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'trails' \(did you mean 'trials'\?\)"):
+        run_tuning(str(config), echo=quiet)
+    config.write_text(text.replace("[tune]\n", "[tune]\nrefit = \"yes\"\n", 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"refit is true .* or false"):
+        run_tuning(str(config), echo=quiet)
 
 
 def test_an_extended_study_resumes_and_another_config_is_refused(tmp_path):

@@ -14,6 +14,7 @@ Outputs (in ``[tune] dir``, default ``<[output] dir>/tune``): ``study.db``, ``tr
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import json
 import math
@@ -52,6 +53,9 @@ from simplug.training.tuning import (
 DEFAULT_TRIALS = 20
 DEFAULT_SHARE = 0.2
 DEFAULT_PATIENCE = 30  # epochs without a better choice before a trial stops
+#: the keys of a [tune] table
+TUNE_KEYS = frozenset({"space", "objective", "constraints", "trials", "timeout", "dir", "storage", "study_name", "seed",
+                       "patience", "front", "prune", "one_thread", "refit"})
 REPORT_EVERY = 5  # epochs between a trial's reports to the pruner
 # besides the objective, the metrics whose trade-off the report shows (those that are reported)
 FRONT = ("retrieval_precision@1", "knn_accuracy@10", "recall@10")
@@ -64,6 +68,11 @@ class TuningJob:
                  out: str | None = None, storage: str | None = None, echo: Callable[[str], Any] = print):
         job = load_job_config(config_path)
         self.tune = dict(job.tune)
+        unknown = sorted(set(self.tune) - TUNE_KEYS)
+        if unknown:
+            close = {k: difflib.get_close_matches(k, TUNE_KEYS, n=1) for k in unknown}
+            hints = "; ".join(f"{k!r}" + (f" (did you mean {close[k][0]!r}?)" if close[k] else "") for k in unknown)
+            raise ConfigError(f"{config_path}: [tune] has unknown key(s) {hints}; the keys are: {', '.join(sorted(TUNE_KEYS))}")
         if "space" not in self.tune:
             raise ConfigError(f"{config_path}: simplug tune needs a [tune.space] table, e.g.\n"
                               "[tune.space]\n\"model.optimizer.lr\" = {low = 1e-4, high = 1e-2, log = true}")
@@ -94,6 +103,10 @@ class TuningJob:
         if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1):
             raise ConfigError(f"[tune] patience is a number of epochs above 0, got {self.patience!r}")
         self.best_models: dict[int, TrainableModel] = {}
+        self.refit_all = self.tune.get("refit", True)
+        if not isinstance(self.refit_all, bool):
+            raise ConfigError(f"[tune] refit is true (train the chosen setting again on the whole training file, the "
+                              f"default) or false (keep the chosen trial's own model), got {self.refit_all!r}")
 
     @property
     def job(self) -> JobConfig:
@@ -160,9 +173,9 @@ class TuningJob:
         """The job's [model] and [train] with a trial's values."""
         return apply_params({"model": self.job.model, "train": self.job.train}, self.params, pick)
 
-    def train_one(self, sections: dict[str, Any], report: Callable[[int, float], bool] | None = None) -> tuple[TrainableModel, BestEpoch]:
-        """Train one setting exactly as ``simplug train`` trains its config with ``select_best``
-        (same generators, same split), from the stored encoder outputs."""
+    def _new_model(self, sections: dict[str, Any]) -> tuple[TrainableModel, dict[str, Any], list[Any]]:
+        """A model of ``sections`` built exactly as ``simplug train`` builds its config's (same
+        random draws), with its cache filled from the stored encoder outputs."""
         run = self.run
         settings = {**run.settings, **sections["train"]}
         model_config = dict(sections["model"])
@@ -181,13 +194,31 @@ class TuningJob:
             model.use_cache({"cache_type": "auto"})
             assert self.outputs is not None
             callbacks.append(PrefilledCache(self.outputs))
+        return model, settings, callbacks
+
+    def train_one(self, sections: dict[str, Any], report: Callable[[int, float], bool] | None = None) -> tuple[TrainableModel, BestEpoch]:
+        """Train one setting exactly as ``simplug train`` trains its config with ``select_best``
+        (same generators, same split), from the stored encoder outputs."""
+        model, settings, callbacks = self._new_model(sections)
         selector = BestEpoch(self.validation_task.score, self.objective, self.constraints, self.untrained_validation,
                              report=report, patience=self.patience)
         # the validation loader only logs a loss; it is there so the random draws match simplug train's
-        train_loader, val_loader = loaders(run.kind, self.fit_samples, self.validation, settings)
+        train_loader, val_loader = loaders(self.run.kind, self.fit_samples, self.validation, settings)
         with self._trial_threads(settings):
-            self._fit(model, train_loader, val_loader, settings, callbacks, selector)
+            self._fit(model, train_loader, val_loader, settings, [*callbacks, selector])
         return model, selector
+
+    def refit(self, sections: dict[str, Any], epochs: int) -> TrainableModel:
+        """The chosen setting trained again on the whole training file (the carved validation
+        split included) for the chosen number of epochs, exactly as ``simplug train`` trains the
+        written best config. Model selection needed the split held back; the final model need not
+        lose a fifth of the data to it."""
+        sections = {**sections, "train": {**sections["train"], "epochs": epochs}}
+        model, settings, callbacks = self._new_model(sections)
+        train_loader, val_loader = loaders(self.run.kind, self.run.train, self.run.held_out, settings)
+        with self._trial_threads(settings):
+            self._fit(model, train_loader, val_loader, settings, callbacks)
+        return model
 
     def _trial_threads(self, settings: dict[str, Any]) -> Any:
         """One CPU thread while a head trains on cached rows: its matrices are small, so a second
@@ -198,7 +229,7 @@ class TuningJob:
         return one_thread() if self.frozen and cpu and self.tune.get("one_thread", True) else nullcontext()
 
     def _fit(self, model: TrainableModel, train_loader: Any, val_loader: Any, settings: dict[str, Any],
-             callbacks: list[Any], selector: BestEpoch) -> None:
+             callbacks: list[Any]) -> None:
         fit(
             model,
             train_dataloader=train_loader,
@@ -207,7 +238,7 @@ class TuningJob:
             accelerator=settings.get("accelerator", "cpu"),
             default_root_dir=self.out,
             logger=False,
-            callbacks=[*callbacks, selector],
+            callbacks=callbacks,
             enable_checkpointing=False,
             enable_model_summary=False,
             enable_progress_bar=False,
@@ -306,29 +337,39 @@ class TuningJob:
             raise ConfigError("no trial finished (all pruned or failed); run more trials (--trials) or a longer --timeout")
         best = max(complete, key=lambda t: (bool(t.user_attrs.get("feasible")), t.value))
         started = time.perf_counter()
-        model = self.best_models.get(best.number)
-        retrained = model is None
-        if model is None:  # found by another process or an earlier run: train it again (same seed, same result)
-            fixed = optuna.trial.FixedTrial(best.params)
-            model, _ = self.train_one(self.sections_for(lambda param: param.suggest(fixed)))
-        self.timings["final_model"] = time.perf_counter() - started
         sections = self.sections_for(lambda param: param.suggest(optuna.trial.FixedTrial(best.params)))
+        chosen_epoch = int(best.user_attrs.get("epoch") or sections["train"].get("epochs", 10))
+        if self.refit_all:
+            model, retrained = self.refit(sections, chosen_epoch), True
+            sections["train"]["epochs"] = chosen_epoch
+            final = f"trial {best.number}, refit"
+            self.echo(f"final model: trial {best.number}'s settings trained again on all {len(self.run.train)} training "
+                      f"samples for {chosen_epoch} epochs (its chosen epoch)")
+        else:
+            model = self.best_models.get(best.number)
+            retrained = model is None
+            if model is None:  # found by another process or an earlier run: train it again (same seed, same result)
+                fixed = optuna.trial.FixedTrial(best.params)
+                model, _ = self.train_one(self.sections_for(lambda param: param.suggest(fixed)))
+            # the trial may have stopped early (patience): the config trains for the epochs it ran
+            sections["train"]["epochs"] = int(best.user_attrs.get("epochs_run") or sections["train"].get("epochs", 10))
+            final = f"trial {best.number}"
+        self.timings["final_model"] = time.perf_counter() - started
         # the held-out split, scored once
         untrained = self.held_out_task.score(self.base, heads=False)
         trained = self.held_out_task.score(model.model)
-        columns = {"untrained encoder": untrained, f"tuned (trial {best.number})": trained}
+        columns = {"untrained encoder": untrained, f"tuned ({final})": trained}
         rows = [_trial_row(t) for t in complete]
         front = [complete[i].number for i in pareto_front([r["metrics"] for r in rows], self.front)]
         out = self.out
         model_dir = model.model.save(os.path.join(out, "model"), training={
             **model.training_info(),
             "tuning": {"trial": best.number, "params": best.params, "epoch": best.user_attrs.get("epoch"),
+                       "refit": self.refit_all,
                        "validation": best.user_attrs.get("metrics"), "held_out": {"untrained": untrained, "tuned": trained}},
         })
-        # the trial may have stopped early (patience): the config trains for the epochs it ran
-        sections["train"]["epochs"] = int(best.user_attrs.get("epochs_run") or sections["train"].get("epochs", 10))
         config_path = write_best_config(self.job, sections, self.objective, [str(c) for c in self.constraints],
-                                        self.share, os.path.join(out, "best_config.toml"))
+                                        self.share, os.path.join(out, "best_config.toml"), select_best=not self.refit_all)
         trials_path = write_trials_csv(study, self.reported, os.path.join(out, "trials.csv"))
         plot = plot_study(study, self.objective, self.front, front, os.path.join(out, "tune.png"))
         report = {
@@ -340,7 +381,8 @@ class TuningJob:
             "constraints": [str(c) for c in self.constraints],
             "best": {"trial": best.number, "value": best.value, "params": best.params, "epoch": best.user_attrs.get("epoch"),
                      "feasible": bool(best.user_attrs.get("feasible")), "validation": best.user_attrs.get("metrics"),
-                     "retrained": retrained},
+                     "retrained": retrained,
+                     "refit": {"samples": len(self.run.train), "epochs": chosen_epoch} if self.refit_all else None},
             "held_out": {"protocol": self.held_out_task.description, "untrained": untrained, "tuned": trained},
             "front": [{"trial": t.number, **{m: t.user_attrs["metrics"][m] for m in self.front}} for t in complete if t.number in front],
             "seconds": {k: round(v, 3) for k, v in self.timings.items()},
@@ -454,9 +496,11 @@ def write_trials_csv(study: Any, metrics: list[str], path: str) -> str:
 
 
 def write_best_config(job: JobConfig, sections: dict[str, Any], objective: str, constraints: list[str],
-                      share: float, path: str) -> str:
+                      share: float, path: str, select_best: bool = True) -> str:
     """The job with the chosen trial's values, as a config ``simplug train`` runs unchanged:
-    paths rewritten relative to the new file, and best-epoch selection on the same carved split."""
+    paths rewritten relative to the new file; with ``select_best``, best-epoch selection on the
+    same carved split (the trial's own model), else the chosen epochs on the whole training file
+    (the refit model)."""
     where = os.path.dirname(os.path.abspath(path))
 
     def moved(value: str) -> str:
@@ -468,8 +512,9 @@ def write_best_config(job: JobConfig, sections: dict[str, Any], objective: str, 
     train = dict(sections["train"])
     if "cache_dir" in train:
         train["cache_dir"] = moved(str(train["cache_dir"]))
-    train["select_best"] = {"metric": objective, "constraints": constraints}
-    train["validation_share"] = share
+    if select_best:
+        train["select_best"] = {"metric": objective, "constraints": constraints}
+        train["validation_share"] = share
     config = {"data": data, "model": sections["model"], "train": train}
     if job.evaluate:
         config["evaluate"] = dict(job.evaluate)
