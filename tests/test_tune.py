@@ -375,3 +375,19 @@ def test_the_category_routing_space_names_real_keys_of_its_config():
     assert picked["model"]["head"]["input_weight"] == config["tune"]["space"]["model.head.input_weight"]["low"]
     for constraint in config["tune"]["constraints"]:
         Constraint.parse(constraint)
+
+
+def test_a_pair_job_tunes_refits_and_its_best_config_retrains_the_same_model(tmp_path):
+    from simplug.cli.train_job import run_training
+    from test_jobs import make_pair_job
+
+    config = make_pair_job(tmp_path)
+    with open(config, "a", encoding="utf-8") as fh:
+        fh.write('\n[tune]\ntrials = 2\n\n[tune.space]\n"model.loss.scale" = {low = 5.0, high = 30.0}\n'
+                 '"train.epochs" = {low = 2, high = 3}\n')
+    report = run_tuning(str(config), echo=quiet)
+    assert report["best"]["refit"]["samples"] == 40
+    best = tmp_path / "run" / "tune" / "best_config.toml"
+    retrained = run_training(str(best), output_dir=str(tmp_path / "again"), echo=quiet)
+    tuned = report["held_out"]["tuned"]
+    assert {k: tuned[k] for k in retrained["trained"]} == pytest.approx(retrained["trained"], abs=1e-6)
