@@ -391,3 +391,46 @@ def test_a_pair_job_tunes_refits_and_its_best_config_retrains_the_same_model(tmp
     retrained = run_training(str(best), output_dir=str(tmp_path / "again"), echo=quiet)
     tuned = report["held_out"]["tuned"]
     assert {k: tuned[k] for k in retrained["trained"]} == pytest.approx(retrained["trained"], abs=1e-6)
+
+
+def test_ctrl_c_in_a_trial_reports_the_finished_trials_and_the_same_command_resumes(tmp_path, monkeypatch):
+    from simplug.cli.tune_job import TuningJob
+    from simplug.errors import TrainingInterrupted
+
+    config = tune_job(tmp_path, trials=3)
+    real_train_one = TuningJob.train_one
+    calls = []
+
+    def interrupted_second_trial(self, sections, report=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise TrainingInterrupted("training interrupted (Ctrl-C) after 1 completed epoch(s)")
+        return real_train_one(self, sections, report)
+
+    monkeypatch.setattr(TuningJob, "train_one", interrupted_second_trial)
+    printed: list[str] = []
+    report = run_tuning(str(config), echo=printed.append)
+    assert any("interrupted (Ctrl-C): 1 finished trial(s)" in line and "stored as failed" in line for line in printed)
+    assert report["study"]["complete"] == 1 and report["best"]["trial"] == 0
+    monkeypatch.setattr(TuningJob, "train_one", real_train_one)
+    printed.clear()
+    report = run_tuning(str(config), echo=printed.append)
+    assert any("1 finished trial(s) before this run" in line for line in printed)
+    study = optuna.load_study(study_name="simplug-tune", storage=f"sqlite:///{tmp_path / 'run' / 'tune' / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") + states.count("PRUNED") == 3
+
+
+def test_ctrl_c_before_any_trial_finished_is_an_interruption_not_a_result(tmp_path, monkeypatch):
+    from simplug.cli.tune_job import TuningJob
+
+    config = tune_job(tmp_path, trials=2)
+
+    def interrupted(self, sections, report=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TuningJob, "train_one", interrupted)
+    from simplug.errors import TrainingInterrupted
+
+    with pytest.raises(TrainingInterrupted, match="before any trial finished.*same command resumes"):
+        run_tuning(str(config), echo=quiet)

@@ -349,9 +349,15 @@ def tune(
     """Search the [tune.space] of a config with Optuna; choose on a validation split carved from
     the training data; score the held-out split once; save the model and a config to retrain it."""
     from simplug.cli.tune_job import run_tuning
+    from simplug.errors import TrainingInterrupted
 
     try:
         run_tuning(config, trials=trials, timeout=timeout, out=out, storage=storage, echo=typer.echo)
+    except TrainingInterrupted as exc:
+        _fail(str(exc), INTERRUPTED)
+    except KeyboardInterrupt:  # a second Ctrl-C, during the refit or while the outputs were written
+        _fail("interrupted (Ctrl-C); the finished trials are in the study, and the same command resumes it; a model "
+              "being saved is either complete or absent (saves are atomic)", INTERRUPTED)
     except SimplugError as exc:
         _fail(str(exc))
 

@@ -31,7 +31,7 @@ from simplug.cli.tables import format_comparison, text_table
 from simplug.cli.train_job import TrainingRun, loaders, read_data, start_run
 from simplug.components.encoder import Encoder
 from simplug.components.head import EncoderHead
-from simplug.errors import ConfigError
+from simplug.errors import ConfigError, TrainingInterrupted
 from simplug.model.similarity_model import DEFAULT_ENCODER_KEY, SimilarityModel
 from simplug.registry.building import build_component
 from simplug.training.fit import fit
@@ -103,6 +103,7 @@ class TuningJob:
         if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1):
             raise ConfigError(f"[tune] patience is a number of epochs above 0, got {self.patience!r}")
         self.best_models: dict[int, TrainableModel] = {}
+        self.interrupted = False
         self.refit_all = self.tune.get("refit", True)
         if not isinstance(self.refit_all, bool):
             raise ConfigError(f"[tune] refit is true (train the chosen setting again on the whole training file, the "
@@ -310,13 +311,20 @@ class TuningJob:
         started = time.perf_counter()
         if wanted:
             stop = optuna.study.MaxTrialsCallback(self.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+            # Optuna logs a trial that Ctrl-C stops as a failure, with a traceback; the message below says it instead
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
             try:
                 study.optimize(self.objective_fn, n_trials=wanted, timeout=self.timeout, callbacks=[stop, self._print_trial],
                                gc_after_trial=False)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, TrainingInterrupted):
                 # the finished trials are in the study: report on them; the same command resumes
-                self.echo(f"interrupted: {_finished(study)} finished trial(s) are stored in {self.storage}; "
-                          "the same command resumes the study")
+                self.interrupted = True
+                stopped = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+                self.echo(f"interrupted (Ctrl-C): {_finished(study)} finished trial(s) are stored in {self.storage}"
+                          + (f" (trial {stopped[-1]}, stopped part-way, is stored as failed and not counted)" if stopped else "")
+                          + "; the same command resumes the study. Choosing among the finished trials:")
+            finally:
+                optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.timings["search"] = time.perf_counter() - started
         return study
 
@@ -333,6 +341,9 @@ class TuningJob:
     def finish(self, study: Any) -> dict[str, Any]:
         optuna = require_optuna()
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete and self.interrupted:
+            raise TrainingInterrupted(f"interrupted (Ctrl-C) before any trial finished; nothing to choose from. The same "
+                                      f"command resumes the study in {self.storage}")
         if not complete:
             raise ConfigError("no trial finished (all pruned or failed); run more trials (--trials) or a longer --timeout")
         best = max(complete, key=lambda t: (bool(t.user_attrs.get("feasible")), t.value))
@@ -340,7 +351,13 @@ class TuningJob:
         sections = self.sections_for(lambda param: param.suggest(optuna.trial.FixedTrial(best.params)))
         chosen_epoch = int(best.user_attrs.get("epoch") or sections["train"].get("epochs", 10))
         if self.refit_all:
-            model, retrained = self.refit(sections, chosen_epoch), True
+            try:
+                model, retrained = self.refit(sections, chosen_epoch), True
+            except TrainingInterrupted:
+                raise TrainingInterrupted(
+                    f"interrupted (Ctrl-C) while trial {best.number}'s setting was trained again on the whole training file; "
+                    f"nothing was saved. The study in {self.storage} keeps every finished trial: the same command chooses "
+                    "again and trains the final model") from None
             sections["train"]["epochs"] = chosen_epoch
             final = f"trial {best.number}, refit"
             self.echo(f"final model: trial {best.number}'s settings trained again on all {len(self.run.train)} training "
