@@ -220,6 +220,7 @@ def test_tune_end_to_end_and_the_best_config_retrains_the_same_model(tmp_path):
     best = tomllib.loads((out / "best_config.toml").read_text(encoding="utf-8"))
     assert "select_best" not in best["train"] and "tune" not in best
     assert best["train"]["epochs"] == report["best"]["epoch"]
+    assert best["output"] == {"dir": "retrained"}  # beside the config: the tuned job's own run is not replaced
     # simplug train runs the written config unchanged and gets the same held-out numbers
     retrained = run_training(str(out / "best_config.toml"), output_dir=str(tmp_path / "again"), echo=quiet)
     tuned = report["held_out"]["tuned"]

@@ -535,7 +535,8 @@ def write_best_config(job: JobConfig, sections: dict[str, Any], objective: str, 
     config = {"data": data, "model": sections["model"], "train": train}
     if job.evaluate:
         config["evaluate"] = dict(job.evaluate)
-    config["output"] = {"dir": moved(str(job.output["dir"])) if job.output.get("dir") else "best"}
+    # beside the config, not the job's own [output] dir: retraining must not replace the model of the run it was tuned from
+    config["output"] = {"dir": "retrained"}
     text = dump_toml(config)
     header = (f"# Written by simplug tune from {os.path.abspath(job.path)}: the chosen trial's settings.\n"
               f"# simplug train {os.path.basename(path)} trains the same model again.\n")
