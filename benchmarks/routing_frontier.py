@@ -4,8 +4,8 @@ tuner's validation split predict it? An analysis run by hand, not a timing.
 Trains ``--settings`` random settings of the ``blend`` head (weights, assignment temperature,
 loss temperature, learning rate) with supervised contrastive loss on the training file minus the
 validation split that ``simplug tune`` carves (same share, same seed), and scores every
-``--every`` epochs on both that split and the held-out file, through simplug's ranking engine
-(the metric names of ``simplug train``). Then prints:
+``--every`` epochs on both that split and the held-out file, from one pass of the encoder, as
+``simplug tune`` scores its trials (the metric names of ``simplug train``). Then prints:
 
 1. with hindsight (choosing on the held-out split itself): the best R-precision among models
    that keep recall@5 and recall@10 at the untrained encoder's, and among models with recall@10
@@ -29,19 +29,12 @@ import statistics
 import torch
 from simplug.components.encoder import Encoder
 from simplug.data.samples import SimilarityGroupSample
-from simplug.evaluation.heldout import retrieval_task
-from simplug.evaluation.retrieval import (
-    RetrievalTask,
-    build_metrics,
-    default_metric_specs,
-    score_task,
-)
 from simplug.model.similarity_model import SimilarityModel
 from simplug.plugins.heads.blend import BlendHead
 from simplug.plugins.heads.empty import EmptyHead
 from simplug.plugins.losses.supervised_contrastive import SupervisedContrastiveLoss
 from simplug.registry.building import build_component
-from simplug.training.tuning import carve_validation
+from simplug.training.tuning import EmbeddedTask, EncoderOutputs, carve_validation
 
 HEADLINE = ("retrieval_precision@1", "retrieval_r_precision", "knn_accuracy@10", "recall@5", "recall@10")
 
@@ -67,21 +60,6 @@ def random_setting(rng: random.Random) -> dict[str, float]:
             return setting
 
 
-class Scorer:
-    """Scores a head (or none) on one retrieval task from the stored encoder outputs."""
-
-    def __init__(self, task: RetrievalTask, rows: dict[str, int], outputs: torch.Tensor, metrics):
-        self.task, self.metrics = task, metrics
-        self.queries = outputs[[rows[t] for t in task.queries]]
-        self.candidates = outputs[[rows[t] for t in task.candidates]]
-
-    def score(self, head: torch.nn.Module | None) -> dict[str, float]:
-        with torch.no_grad():
-            queries = self.queries if head is None else head(self.queries)
-            candidates = self.candidates if head is None else head(self.candidates)
-        return score_task(self.task, queries, candidates, self.metrics)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.path.join("examples", "category_routing", "data"))
@@ -100,27 +78,28 @@ def main() -> None:
     fit_samples, validation = carve_validation(train, "groups", args.share, args.seed)
     encoder = build_component("encoders", {"name": "sentence_transformer"}, Encoder)
     base = SimilarityModel(encoder, EmptyHead(encoder.embedding_size))
-    texts = sorted({s.obj for s in train + held_out})
-    rows = {text: i for i, text in enumerate(texts)}
-    outputs = base.encode(texts, batch_size=128, to_numpy=False)
-    metrics = build_metrics(default_metric_specs("groups") + [{"name": "knn_accuracy", "k": 10}])
-    on_validation = Scorer(retrieval_task("groups", validation, fit_samples), rows, outputs, metrics)
-    on_held_out = Scorer(retrieval_task("groups", held_out, train), rows, outputs, metrics)
-    untrained = {"validation": on_validation.score(None), "held_out": on_held_out.score(None)}
+    # the encoder runs once; each score re-applies a head to these rows (as simplug tune scores trials)
+    outputs = EncoderOutputs(base, [s.obj for s in train + held_out], batch_size=128)
+    on_validation = EmbeddedTask("groups", validation, fit_samples)
+    on_held_out = EmbeddedTask("groups", held_out, train)
+    for task in (on_validation, on_held_out):
+        task.use_outputs_table(outputs)
+    untrained = {"validation": on_validation.score(base, heads=False), "held_out": on_held_out.score(base, heads=False)}
     print("untrained, held-out:", ", ".join(f"{m} {untrained['held_out'][m]:.3f}" for m in HEADLINE))
 
-    fit_rows = outputs[[rows[s.obj] for s in fit_samples]]
+    fit_rows = outputs.rows_of([s.obj for s in fit_samples])
     fit_groups = torch.tensor([s.group for s in fit_samples])
     rng = random.Random(args.seed + 1)
     scored = []
     for number in range(args.settings):
         setting = random_setting(rng)
         torch.manual_seed(number)
-        head = BlendHead(outputs.shape[1], input_weight=setting["input_weight"],
+        head = BlendHead(encoder.embedding_size, input_weight=setting["input_weight"],
                          assignment_weight=setting["assignment_weight"],
                          assignment_temperature=setting["assignment_temperature"])
         loss_fn = SupervisedContrastiveLoss(temperature=setting["temperature"])
         optimizer = torch.optim.Adam(head.parameters(), lr=setting["lr"])
+        model = SimilarityModel(encoder, head)
         for epoch in range(1, args.epochs + 1):
             head.train()
             for batch in torch.randperm(len(fit_rows)).split(64):
@@ -129,9 +108,8 @@ def main() -> None:
                 loss.backward()
                 optimizer.step()
             if epoch % args.every == 0:
-                head.eval()
-                scored.append({"setting": setting, "epoch": epoch, "validation": on_validation.score(head),
-                               "held_out": on_held_out.score(head)})
+                scored.append({"setting": setting, "epoch": epoch, "validation": on_validation.score(model),
+                               "held_out": on_held_out.score(model)})
         print(f"setting {number + 1}/{args.settings} done", flush=True)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
