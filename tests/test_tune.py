@@ -247,7 +247,7 @@ def test_unknown_tune_keys_and_a_bad_refit_are_named(tmp_path):
     config = tune_job(tmp_path)
     text = config.read_text(encoding="utf-8")
     config.write_text(text.replace("[tune]\n", "[tune]\ntrails = 40\n", 1), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'trails' \(did you mean 'trials'\?\)"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) trails in \[tune\] \(did you mean 'trails' -> 'trials'\?\); the keys are: .*trials"):
         run_tuning(str(config), echo=quiet)
     config.write_text(text.replace("[tune]\n", "[tune]\nrefit = \"yes\"\n", 1), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"refit is true .* or false"):

@@ -14,7 +14,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Iterable, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from simplug.errors import ConfigError
@@ -121,19 +121,20 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
+def unknown_keys_problem(section: str, unknown: Sequence[str], keys: Iterable[str]) -> str:
+    """``unknown key(s) trails in [tune] (did you mean 'trails' -> 'trials'?); the keys are: ...``"""
+    keys = sorted(keys)
+    hints = [f"{k!r} -> {close[0]!r}" for k in unknown if (close := difflib.get_close_matches(k, keys, n=1))]
+    return (f"unknown key(s) {', '.join(unknown)} in [{section}]" + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+            + f"; the keys are: {', '.join(keys)}")
+
+
 def _problems(section: str, model: type[_Section], error: ValidationError) -> list[str]:
     """One sentence per pydantic error: ``[train] epochs must be ..., got 2.7``."""
-    keys = sorted(SECTIONS[section] or ())
     unknown = [str(e["loc"][0]) for e in error.errors() if e["type"] == "extra_forbidden"]
     problems = []
     if unknown:
-        hints = [f"{k!r} -> {difflib.get_close_matches(k, keys, n=1)[0]!r}" for k in unknown
-                 if difflib.get_close_matches(k, keys, n=1)]
-        problems.append(
-            f"unknown key(s) {', '.join(unknown)} in [{section}]"
-            + (f" (did you mean {', '.join(hints)}?)" if hints else "")
-            + f"; the keys are: {', '.join(keys)}"
-        )
+        problems.append(unknown_keys_problem(section, unknown, SECTIONS[section] or ()))
     fields_by_alias = {f.alias or name: f for name, f in model.model_fields.items()}
     for e in error.errors():
         if e["type"] == "extra_forbidden":

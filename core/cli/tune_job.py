@@ -14,7 +14,6 @@ Outputs (in ``[tune] dir``, default ``<[output] dir>/tune``): ``study.db``, ``tr
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import json
 import math
@@ -26,7 +25,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from simplug.cli.job_config import HEADLINE, SECTIONS, JobConfig, load_job_config
+from simplug.cli.job_config import (
+    HEADLINE,
+    SECTIONS,
+    JobConfig,
+    load_job_config,
+    unknown_keys_problem,
+)
 from simplug.cli.tables import format_comparison, text_table
 from simplug.cli.train_job import TrainingRun, loaders, read_data, start_run
 from simplug.components.encoder import Encoder
@@ -70,9 +75,7 @@ class TuningJob:
         self.tune = dict(job.tune)
         unknown = sorted(set(self.tune) - TUNE_KEYS)
         if unknown:
-            close = {k: difflib.get_close_matches(k, TUNE_KEYS, n=1) for k in unknown}
-            hints = "; ".join(f"{k!r}" + (f" (did you mean {close[k][0]!r}?)" if close[k] else "") for k in unknown)
-            raise ConfigError(f"{config_path}: [tune] has unknown key(s) {hints}; the keys are: {', '.join(sorted(TUNE_KEYS))}")
+            raise ConfigError(f"{config_path}: {unknown_keys_problem('tune', unknown, TUNE_KEYS)}")
         if "space" not in self.tune:
             raise ConfigError(f"{config_path}: simplug tune needs a [tune.space] table, e.g.\n"
                               "[tune.space]\n\"model.optimizer.lr\" = {low = 1e-4, high = 1e-2, log = true}")
@@ -366,8 +369,7 @@ class TuningJob:
             model = self.best_models.get(best.number)
             retrained = model is None
             if model is None:  # found by another process or an earlier run: train it again (same seed, same result)
-                fixed = optuna.trial.FixedTrial(best.params)
-                model, _ = self.train_one(self.sections_for(lambda param: param.suggest(fixed)))
+                model, _ = self.train_one(sections)
             # the trial may have stopped early (patience): the config trains for the epochs it ran
             sections["train"]["epochs"] = int(best.user_attrs.get("epochs_run") or sections["train"].get("epochs", 10))
             final = f"trial {best.number}"
