@@ -101,3 +101,33 @@ def test_the_collate_pickles_for_spawned_loader_workers(frozen):
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) if torch.is_tensor(expected[k]) else expected[k] == got[k]
                for k in expected)
+
+
+def test_pooled_layers_equal_a_by_hand_mean_pool_of_each_layer(tmp_path):
+    encoder = SentenceTransformerEncoder(layers=[2, 6])
+    assert encoder.embedding_size == 2 * 384
+    batch = encoder.get_collate_fn()(TEXTS)
+    with torch.no_grad():
+        ours = encoder(batch)
+        # reference: the Hugging Face model itself, mean pooling over the attention mask by hand
+        hidden = encoder.model[0].auto_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                             output_hidden_states=True).hidden_states
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    parts = [torch.nn.functional.normalize((hidden[i] * mask).sum(1) / mask.sum(1), dim=1) for i in (2, 6)]
+    expected = torch.cat(parts, dim=1) / 2**0.5
+    assert torch.allclose(ours, expected, atol=1e-5)
+    # the last layer's part is the plain encoder's embedding
+    plain = SentenceTransformerEncoder()
+    with torch.no_grad():
+        assert torch.allclose(ours[:, 384:] * 2**0.5, plain(batch), atol=1e-5)
+    model = SimilarityModel(encoder, EmptyHead(encoder.embedding_size))
+    loaded = SimilarityModel.load(model.save(str(tmp_path / "model")))
+    assert loaded.encoders["default"].get_config_dict()["layers"] == [2, 6]
+    assert np.abs(loaded.encode(TEXTS) - model.encode(TEXTS)).max() < 1e-6
+
+
+@pytest.mark.parametrize("layers, problem", [([], "non-empty list"), ([7], "to 6"), ([5, 5], "distinct"),
+                                             ("56", "non-empty list"), ([True], "distinct ints")])
+def test_bad_layers_are_named(layers, problem):
+    with pytest.raises(ConfigError, match=problem):
+        SentenceTransformerEncoder(layers=layers)

@@ -359,6 +359,55 @@ def test_a_pruned_run_stops_at_once_and_keeps_its_last_weights():
     assert torch.equal(module.model.bias, last)
 
 
+def test_past_its_deadline_a_run_stops_after_the_epoch_and_keeps_its_best_epoch():
+    import time
+    from types import SimpleNamespace
+
+    from simplug.training.tuning import BestEpoch
+
+    module = SimpleNamespace(model=torch.nn.Linear(2, 2))
+    for deadline, epochs_run in ((time.monotonic() + 3600, 3), (time.monotonic() - 1, 1)):
+        values = iter([0.5, 0.7, 0.6])
+        selector = BestEpoch(lambda m: {"retrieval_r_precision": next(values)}, "retrieval_r_precision", deadline=deadline)
+        trainer = SimpleNamespace(current_epoch=0, should_stop=False)
+        for epoch in range(3):
+            trainer.current_epoch = epoch
+            selector.on_train_epoch_end(trainer, module)
+            if trainer.should_stop:
+                break
+        assert len(selector.history) == epochs_run
+        assert selector.stopped_at_deadline == (epochs_run == 1) and not selector.pruned
+    assert selector.best.epoch == 1
+
+
+def test_the_timeout_bounds_the_trial_running_when_it_ends(tmp_path, monkeypatch):
+    import time
+
+    from simplug.cli.tune_job import TuningJob
+
+    config = tune_job(tmp_path, trials=2, extra="")
+    real_train_one = TuningJob.train_one
+    deadlines = []
+
+    def train_one(self, sections, report=None, deadline=None):
+        deadlines.append(deadline)
+        # as if the search's time were up while this trial trains
+        return real_train_one(self, sections, report, time.monotonic() - 1 if deadline is not None else None)
+
+    monkeypatch.setattr(TuningJob, "train_one", train_one)
+    printed: list[str] = []
+    before = time.monotonic()
+    report = run_tuning(str(config), timeout=3600, echo=printed.append)
+    assert all(before + 3600 <= d <= time.monotonic() + 3600 for d in deadlines[:1])
+    stopped = [line for line in printed if line.startswith("trial ") and "[stopped at the time limit]" in line]
+    assert stopped and "(epoch 1 of 1)" in stopped[0]
+    assert report["study"]["complete"] >= 1
+    deadlines.clear()
+    (tmp_path / "again").mkdir()
+    run_tuning(str(tune_job(tmp_path / "again", trials=1)), echo=quiet)
+    assert deadlines[0] is None  # no timeout: no deadline
+
+
 def test_the_category_routing_space_names_real_keys_of_its_config():
     """The shipped example's [tune.space] tunes the blend head's own arguments: every key must
     resolve against the example's [model] and [train] as `simplug tune` resolves it."""
@@ -402,11 +451,11 @@ def test_ctrl_c_in_a_trial_reports_the_finished_trials_and_the_same_command_resu
     real_train_one = TuningJob.train_one
     calls = []
 
-    def interrupted_second_trial(self, sections, report=None):
+    def interrupted_second_trial(self, sections, report=None, deadline=None):
         calls.append(1)
         if len(calls) == 2:
             raise TrainingInterrupted("training interrupted (Ctrl-C) after 1 completed epoch(s)")
-        return real_train_one(self, sections, report)
+        return real_train_one(self, sections, report, deadline)
 
     monkeypatch.setattr(TuningJob, "train_one", interrupted_second_trial)
     printed: list[str] = []
@@ -427,7 +476,7 @@ def test_ctrl_c_before_any_trial_finished_is_an_interruption_not_a_result(tmp_pa
 
     config = tune_job(tmp_path, trials=2)
 
-    def interrupted(self, sections, report=None):
+    def interrupted(self, sections, report=None, deadline=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TuningJob, "train_one", interrupted)

@@ -107,6 +107,7 @@ class TuningJob:
             raise ConfigError(f"[tune] patience is a number of epochs above 0, got {self.patience!r}")
         self.best_models: dict[int, TrainableModel] = {}
         self.interrupted = False
+        self.deadline: float | None = None  # time.monotonic() when the search's --timeout ends
         self.refit_all = self.tune.get("refit", True)
         if not isinstance(self.refit_all, bool):
             raise ConfigError(f"[tune] refit is true (train the chosen setting again on the whole training file, the "
@@ -200,12 +201,14 @@ class TuningJob:
             callbacks.append(PrefilledCache(self.outputs))
         return model, settings, callbacks
 
-    def train_one(self, sections: dict[str, Any], report: Callable[[int, float], bool] | None = None) -> tuple[TrainableModel, BestEpoch]:
+    def train_one(self, sections: dict[str, Any], report: Callable[[int, float], bool] | None = None,
+                  deadline: float | None = None) -> tuple[TrainableModel, BestEpoch]:
         """Train one setting exactly as ``simplug train`` trains its config with ``select_best``
-        (same generators, same split), from the stored encoder outputs."""
+        (same generators, same split), from the stored encoder outputs; past ``deadline`` (a
+        ``time.monotonic()`` value) it stops after the epoch running then."""
         model, settings, callbacks = self._new_model(sections)
         selector = BestEpoch(self.validation_task.score, self.objective, self.constraints, self.untrained_validation,
-                             report=report, patience=self.patience)
+                             report=report, patience=self.patience, deadline=deadline)
         # the validation loader only logs a loss; it is there so the random draws match simplug train's
         train_loader, val_loader = loaders(self.run.kind, self.fit_samples, self.validation, settings)
         with self._trial_threads(settings):
@@ -263,7 +266,9 @@ class TuningJob:
             trial.report(value, epoch)
             return prune and trial.should_prune()
 
-        model, selector = self.train_one(sections, report)
+        # --timeout bounds the search, the trial running at its end included: Optuna's own timeout
+        # only stops new trials, and one trial of a wide head can take a minute
+        model, selector = self.train_one(sections, report, self.deadline)
         best = selector.best
         assert best is not None
         trial.set_user_attr("epoch", best.epoch)
@@ -276,6 +281,8 @@ class TuningJob:
             for constraint, miss in zip(self.constraints, misses):
                 trial.set_constraint(str(constraint), miss)
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+        if selector.stopped_at_deadline:
+            trial.set_user_attr("stopped_at_deadline", True)
         if selector.pruned:
             raise optuna.TrialPruned(f"pruned after epoch {trial.user_attrs['epochs_run']}")
         value = best.metrics[self.objective]
@@ -312,6 +319,7 @@ class TuningJob:
         self.echo(f"study {self.study_name!r} in {self.storage}: {done} finished trial(s) before this run; "
                   f"running until {self.trials}" + (f" or {self.timeout:g} s" if self.timeout else ""))
         started = time.perf_counter()
+        self.deadline = time.monotonic() + self.timeout if self.timeout else None
         if wanted:
             stop = optuna.study.MaxTrialsCallback(self.trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
             # Optuna logs a trial that Ctrl-C stops as a failure, with a traceback; the message below says it instead
@@ -338,6 +346,7 @@ class TuningJob:
         epoch = trial.user_attrs.get("epoch")
         self.echo(f"trial {trial.number} {state}: {shown}" + (f" (epoch {epoch} of {trial.user_attrs.get('epochs_run')})" if epoch else "")
                   + ("" if trial.user_attrs.get("feasible", True) else " [misses constraints]")
+                  + (" [stopped at the time limit]" if trial.user_attrs.get("stopped_at_deadline") else "")
                   + f" {trial.user_attrs.get('seconds', 0):.1f} s")
 
     # ------------------------------------------------------------------ the result

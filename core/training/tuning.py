@@ -15,6 +15,7 @@ import math
 import os
 import random
 import re
+import time
 import warnings
 from collections import defaultdict
 from contextlib import nullcontext
@@ -530,12 +531,14 @@ class BestEpoch(pl.Callback):
     ``report(epoch, value)`` is called with the best value so far after every epoch; when it
     returns True, training stops (a pruned trial). With ``patience``, training also stops when
     the choice has not changed for that many epochs (the later epochs could only be chosen by
-    beating it; a config that reruns the trial trains for the epochs it ran)."""
+    beating it; a config that reruns the trial trains for the epochs it ran). With ``deadline``
+    (a ``time.monotonic()`` value), training stops after the first epoch that ends past it, and
+    the best epoch so far stands (``stopped_at_deadline``)."""
 
     def __init__(self, score: Callable[[Any], dict[str, float]], objective: str,
                  constraints: Sequence[Constraint] = (), untrained: Mapping[str, float] | None = None,
                  report: Callable[[int, float], bool] | None = None, restore: bool = True,
-                 patience: int | None = None):
+                 patience: int | None = None, deadline: float | None = None):
         self.score = score
         self.objective = objective
         self.constraints = list(constraints)
@@ -543,6 +546,8 @@ class BestEpoch(pl.Callback):
         self.report = report
         self.restore = restore
         self.patience = patience
+        self.deadline = deadline
+        self.stopped_at_deadline = False
         self.history: list[dict[str, float]] = []
         self.best: EpochChoice | None = None
         self.pruned = False
@@ -565,6 +570,9 @@ class BestEpoch(pl.Callback):
             self.pruned = True
             trainer.should_stop = True
         if self.patience and self.best is not None and epoch - self.best.epoch >= self.patience:
+            trainer.should_stop = True
+        if self.deadline is not None and not trainer.should_stop and time.monotonic() >= self.deadline:
+            self.stopped_at_deadline = True
             trainer.should_stop = True
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:

@@ -80,6 +80,21 @@ def _transformer_layers(model: Any) -> torch.nn.ModuleList | None:
     return None
 
 
+def _checked_layers(layers: Any, model: Any, path: str) -> tuple[int, ...] | None:
+    if layers is None:
+        return None
+    blocks = _transformer_layers(model)
+    if blocks is None or not hasattr(getattr(model[0], "auto_model", None), "config"):
+        raise ConfigError(f"layers is given but the transformer blocks of {path!r} cannot be found; leave layers out")
+    allowed = f"distinct ints from 0 (the token embeddings) to {len(blocks)} (the last block)"
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
+        raise ConfigError(f"layers must be a non-empty list of {allowed}, e.g. [4, 5, 6]; got {layers!r}")
+    bad = [x for x in layers if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x <= len(blocks)]
+    if bad or len(set(layers)) != len(layers):
+        raise ConfigError(f"layers must be {allowed}; got {list(layers)!r}")
+    return tuple(layers)
+
+
 class TokenizeTexts:
     """The encoder's collate: a batch of texts, tokenized. A class, not a closure, so that it
     pickles into ``spawn``-started loader workers."""
@@ -105,6 +120,12 @@ class SentenceTransformerEncoder(Encoder):
     - ``trainable=False`` (frozen: cached and run once), ``True`` (every weight trains), or
       ``trainable_layers=N``: only the top N transformer blocks (and pooling) train.
     - ``max_seq_length``: truncate longer texts (default: the model's own limit).
+    - ``layers``: pool these transformer layers instead of the last one only (0 is the token
+      embeddings, the model's number of blocks the last), each through the model's own pooling
+      and normalisation, and concatenate them, scaled to unit length: the cosine of two outputs
+      is the mean of the per-layer cosines. Lower layers keep more of the wording, the last one
+      more of the topic; on the category-routing example ``[4, 5, 6]`` gives a head more to work
+      with than the last layer alone. Output size: ``len(layers)`` x the model's dimension.
     """
 
     #: what pip must install for a saved model with this encoder to load (recorded in its manifest)
@@ -116,6 +137,7 @@ class SentenceTransformerEncoder(Encoder):
         trainable: bool = False,
         trainable_layers: int | None = None,
         max_seq_length: int | None = None,
+        layers: Sequence[int] | None = None,
     ):
         super().__init__()
         self._model_path = model_path
@@ -128,6 +150,11 @@ class SentenceTransformerEncoder(Encoder):
         self._max_seq_length = max_seq_length
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self._embedding_size = int(dimension())
+        self._layers = _checked_layers(layers, self.model, path)
+        if self._layers is not None:
+            # the transformer module then also returns every layer's token embeddings
+            self.model[0].auto_model.config.output_hidden_states = True
+            self._embedding_size *= len(self._layers)
         if trainable_layers is not None:
             layers = _transformer_layers(self.model)
             if layers is None:
@@ -186,7 +213,17 @@ class SentenceTransformerEncoder(Encoder):
         return sorted(range(len(objects)), key=lambda i: -len(objects[i]) if isinstance(objects[i], str) else 0)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(dict(batch))["sentence_embedding"]
+        if self._layers is None:
+            return self.model(dict(batch))["sentence_embedding"]
+        modules = list(self.model)
+        features = modules[0](dict(batch))
+        per_layer = []
+        for layer in self._layers:
+            pooled = dict(features, token_embeddings=features["all_layer_embeddings"][layer])
+            for module in modules[1:]:
+                pooled = module(pooled)
+            per_layer.append(torch.nn.functional.normalize(pooled["sentence_embedding"], dim=1))
+        return torch.cat(per_layer, dim=1) / len(per_layer) ** 0.5
 
     def export_example_objects(self) -> list[str]:
         """Texts of different lengths that ``simplug export`` traces and checks the ONNX graph on."""
@@ -198,6 +235,7 @@ class SentenceTransformerEncoder(Encoder):
             "trainable": self._trainable_flag,
             "trainable_layers": self._trainable_layers,
             "max_seq_length": self._max_seq_length,
+            "layers": None if self._layers is None else list(self._layers),
         }
 
     # The weights live in sentence-transformers' own format, so a saved model carries a complete,
@@ -214,7 +252,7 @@ class SentenceTransformerEncoder(Encoder):
     @classmethod
     def load(cls, input_path: str) -> "SentenceTransformerEncoder":
         config = read_encoder_config(input_path)
-        unknown = sorted(set(config) - {"model_path", "trainable", "trainable_layers", "max_seq_length"})
+        unknown = sorted(set(config) - {"model_path", "trainable", "trainable_layers", "max_seq_length", "layers"})
         if unknown:
             raise ModelFormatError(f"encoder config in {input_path} has unknown keys {unknown}; save the model again")
         model_dir = os.path.join(input_path, MODEL_SUBDIR)
