@@ -398,7 +398,7 @@ def test_the_timeout_bounds_the_trial_running_when_it_ends(tmp_path, monkeypatch
     printed: list[str] = []
     before = time.monotonic()
     report = run_tuning(str(config), timeout=3600, echo=printed.append)
-    assert all(before + 3600 <= d <= time.monotonic() + 3600 for d in deadlines[:1])
+    assert deadlines and before + 3600 <= deadlines[0] <= time.monotonic() + 3600
     stopped = [line for line in printed if line.startswith("trial ") and "[stopped at the time limit]" in line]
     assert stopped and "(epoch 1 of 1)" in stopped[0]
     assert report["study"]["complete"] >= 1

@@ -84,7 +84,7 @@ def _checked_layers(layers: Any, model: Any, path: str) -> tuple[int, ...] | Non
     if layers is None:
         return None
     blocks = _transformer_layers(model)
-    if blocks is None or not hasattr(getattr(model[0], "auto_model", None), "config"):
+    if blocks is None:
         raise ConfigError(f"layers is given but the transformer blocks of {path!r} cannot be found; leave layers out")
     allowed = f"distinct ints from 0 (the token embeddings) to {len(blocks)} (the last block)"
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
