@@ -393,3 +393,18 @@ def test_the_reported_scores_are_the_saved_models_scores_also_with_select_best(t
     fresh = HeldOutScorer(retrieval_task("groups", held, train), ks=(1, 5))
     assert report["trained"] == pytest.approx(fresh.score(saved), abs=1e-6)
     assert report["untrained"] == pytest.approx(fresh.score(saved, heads=False), abs=1e-6)
+
+
+def test_a_loss_with_a_weight_per_group_gets_the_number_of_groups_from_the_data(tmp_path):
+    from simplug.cli.train_job import run_training
+    from simplug.errors import SimplugError
+
+    job = make_group_job(tmp_path, loss='{name = "softmax", normalize = true, temperature = 0.1}')
+    report = run_training(str(job), output_dir=str(tmp_path / "run"), echo=lambda *_: None)
+    manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
+    assert manifest["training"]["loss"]["config"]["num_groups"] == 6  # labels g0..g5
+    assert len(report["epochs"]) == 3
+    # a number stated in the config is kept, and a wrong one is named
+    job.write_text(job.read_text().replace("temperature = 0.1}", "temperature = 0.1, num_groups = 4}"))
+    with pytest.raises(SimplugError, match=r"num_groups=4.*set num_groups"):
+        run_training(str(job), output_dir=str(tmp_path / "run2"), echo=lambda *_: None)

@@ -7,6 +7,7 @@ steps with other settings.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -32,7 +33,8 @@ from simplug.evaluation.heldout import (
     retrieval_task,
 )
 from simplug.evaluation.retrieval import Record
-from simplug.registry.building import positive_int
+from simplug.registry import get_registry
+from simplug.registry.building import positive_int, split_spec
 from simplug.training.fit import fit
 from simplug.training.trainable import TrainableModel
 from simplug.training.tuning import best_epoch_selector
@@ -48,6 +50,7 @@ class TrainingRun:
     echo: Callable[[str], Any] = print
     train: list[Any] = field(default_factory=list)
     held_out: list[Any] = field(default_factory=list)
+    group_count: int = 0  # distinct group labels across both files (groups data)
     model: Any = None
     scorer: HeldOutScorer | None = None
     headline: str = ""
@@ -83,13 +86,14 @@ def read_data(run: TrainingRun) -> None:
     fields = run.job.data.get("fields")
     run.train = read_samples(run.job.resolve_path(run.job.data["train"]), run.kind, fields, group_ids)
     run.held_out = read_samples(run.job.resolve_path(run.job.data["validation"]), run.kind, fields, group_ids)
+    run.group_count = len(group_ids)
     run.echo(f"data: {len(run.train)} training and {len(run.held_out)} held-out {run.kind} samples")
 
 
 def build_model(run: TrainingRun) -> None:
     """The TrainableModel of ``[model]``, cached where its encoders are frozen."""
     job, settings = run.job, run.settings
-    model = TrainableModel.from_config(job.model)
+    model = TrainableModel.from_config(with_group_count(job.model, run))
     cache = settings.get("cache", "auto")
     frozen = [key for key, encoder in model.model.encoders.items() if not encoder.trainable]
     if cache not in (None, False, "none") and "cache" not in job.model and frozen:
@@ -112,6 +116,21 @@ def build_model(run: TrainingRun) -> None:
             f"{model.loss.target_kind[:-1]} loss; pick a {run.kind[:-1]} loss or change the data"
         )
     run.model = model
+
+
+def with_group_count(model_config: Mapping[str, Any], run: TrainingRun) -> dict[str, Any]:
+    """``model_config`` with ``num_groups`` filled in for a loss that learns a weight per group
+    (softmax, arcface, cosface, center) and was not given one: the number of group labels in the
+    data, so a user need not count them. A stated ``num_groups`` is kept (and checked by the loss
+    against the ids it gets)."""
+    config = dict(model_config)
+    spec = config.get("loss")
+    if not run.group_count or not isinstance(spec, (str, Mapping)):
+        return config
+    name, args = split_spec(spec, "loss")
+    if "num_groups" not in args and "num_groups" in inspect.signature(get_registry().resolve("losses", name)).parameters:
+        config["loss"] = {**({"name": spec} if isinstance(spec, str) else spec), "num_groups": run.group_count}
+    return config
 
 
 def score_baselines(run: TrainingRun) -> None:

@@ -33,7 +33,13 @@ from simplug.cli.job_config import (
     unknown_keys_problem,
 )
 from simplug.cli.tables import format_comparison, text_table
-from simplug.cli.train_job import TrainingRun, loaders, read_data, start_run
+from simplug.cli.train_job import (
+    TrainingRun,
+    loaders,
+    read_data,
+    start_run,
+    with_group_count,
+)
 from simplug.components.encoder import Encoder
 from simplug.components.head import EncoderHead
 from simplug.errors import ConfigError, TrainingInterrupted
@@ -183,7 +189,7 @@ class TuningJob:
         random draws), with its cache filled from the stored encoder outputs."""
         run = self.run
         settings = {**run.settings, **sections["train"]}
-        model_config = dict(sections["model"])
+        model_config = with_group_count(sections["model"], run)
         if self.frozen:  # the frozen encoders are shared; a trainable one is built anew for each trial
             key = "encoder" if "encoder" in model_config else "encoders"
             model_config[key] = (next(iter(self.encoders.values())) if key == "encoder" else dict(self.encoders))
