@@ -2,6 +2,7 @@
 selection, the Pareto front, the study store, and the command end to end on a small job."""
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 import tomllib
@@ -484,3 +485,39 @@ def test_ctrl_c_before_any_trial_finished_is_an_interruption_not_a_result(tmp_pa
 
     with pytest.raises(TrainingInterrupted, match="before any trial finished.*same command resumes"):
         run_tuning(str(config), echo=quiet)
+
+
+def blend_tune_job(tmp_path, input_weight, trials):
+    config = make_group_job(tmp_path, loss='{name = "softmax", normalize = true, temperature = 0.1}')
+    text = config.read_text().replace('head = {name = "skip_connection"}', 'head = {name = "blend", assignment_weight = 0.3}')
+    config.write_text(text + f"""
+[tune]
+trials = {trials}
+objective = "retrieval_r_precision"
+constraints = []
+
+[tune.space]
+"model.head.input_weight" = {{low = {input_weight[0]}, high = {input_weight[1]}}}
+"train.epochs" = {{low = 2, high = 3}}
+""")
+    return config
+
+
+def test_a_trial_whose_settings_a_component_refuses_fails_and_the_search_goes_on(tmp_path):
+    # input_weight + assignment_weight (0.3) above 1 is refused by the blend head: about half the range
+    lines: list[str] = []
+    report = run_tuning(str(blend_tune_job(tmp_path, (0.1, 1.0), trials=8)), echo=lines.append)
+    refused = [line for line in lines if "its settings were refused" in line]
+    assert refused and all("input_weight + assignment_weight must be at most 1" in line for line in refused)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "tune" / "trials.csv", encoding="utf-8")))
+    failed = [r for r in rows if r["state"] == "fail"]
+    assert len(failed) == len(refused) and all(float(r["model.head.input_weight"]) > 0.7 for r in failed)
+    assert sum(r["state"] == "complete" for r in rows) >= 1
+    chosen = tomllib.loads((tmp_path / "run" / "tune" / "best_config.toml").read_text())
+    assert chosen["model"]["head"]["input_weight"] <= 0.7 and report["held_out"]["tuned"]
+
+
+def test_a_space_whose_settings_are_all_refused_stops_with_the_reason(tmp_path):
+    with pytest.raises(ConfigError, match=r"5 trials in a row had settings that were refused; the last: .*"
+                                          r"input_weight \+ assignment_weight must be at most 1.*Narrow the ranges"):
+        run_tuning(str(blend_tune_job(tmp_path, (0.8, 0.9), trials=8)), echo=quiet)

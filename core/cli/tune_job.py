@@ -68,6 +68,11 @@ DEFAULT_PATIENCE = 30  # epochs without a better choice before a trial stops
 TUNE_KEYS = frozenset({"space", "objective", "constraints", "trials", "timeout", "dir", "storage", "study_name", "seed",
                        "patience", "front", "prune", "one_thread", "refit"})
 REPORT_EVERY = 5  # epochs between a trial's reports to the pruner
+INVALID_IN_A_ROW = 5  # trials in a row whose settings a component refuses before the search stops
+
+
+class InvalidTrialSettings(Exception):
+    """A trial's combination of values that a component refuses (e.g. a head's weights summing past 1)."""
 # besides the objective, the metrics whose trade-off the report shows (those that are reported)
 FRONT = ("retrieval_precision@1", "knn_accuracy@10", "recall@10")
 
@@ -114,6 +119,7 @@ class TuningJob:
         self.best_models: dict[int, TrainableModel] = {}
         self.interrupted = False
         self.deadline: float | None = None  # time.monotonic() when the search's --timeout ends
+        self.invalid_in_a_row = 0
         self.refit_all = self.tune.get("refit", True)
         if not isinstance(self.refit_all, bool):
             raise ConfigError(f"[tune] refit is true (train the chosen setting again on the whole training file, the "
@@ -274,7 +280,19 @@ class TuningJob:
 
         # --timeout bounds the search, the trial running at its end included: Optuna's own timeout
         # only stops new trials, and one trial of a wide head can take a minute
-        model, selector = self.train_one(sections, report, self.deadline)
+        try:
+            model, selector = self.train_one(sections, report, self.deadline)
+        except ConfigError as error:
+            # one combination a component refuses fails that trial, and the search goes on; the
+            # same refusal trial after trial means the space (or the config) is wrong: stop
+            self.invalid_in_a_row += 1
+            trial.set_user_attr("invalid", str(error))
+            if self.invalid_in_a_row >= INVALID_IN_A_ROW:
+                raise ConfigError(f"{self.invalid_in_a_row} trials in a row had settings that were refused; the last: "
+                                  f"{error}. Narrow the ranges in [tune.space] (or fix the config) so that its "
+                                  "combinations are valid") from error
+            raise InvalidTrialSettings(str(error)) from error
+        self.invalid_in_a_row = 0
         best = selector.best
         assert best is not None
         trial.set_user_attr("epoch", best.epoch)
@@ -332,11 +350,12 @@ class TuningJob:
             optuna.logging.set_verbosity(optuna.logging.ERROR)
             try:
                 study.optimize(self.objective_fn, n_trials=wanted, timeout=self.timeout, callbacks=[stop, self._print_trial],
-                               gc_after_trial=False)
+                               gc_after_trial=False, catch=(InvalidTrialSettings,))
             except (KeyboardInterrupt, TrainingInterrupted):
                 # the finished trials are in the study: report on them; the same command resumes
                 self.interrupted = True
-                stopped = [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+                stopped = [t.number for t in study.trials
+                           if t.state == optuna.trial.TrialState.FAIL and "invalid" not in t.user_attrs]
                 self.echo(f"interrupted (Ctrl-C): {_finished(study)} finished trial(s) are stored in {self.storage}"
                           + (f" (trial {stopped[-1]}, stopped part-way, is stored as failed and not counted)" if stopped else "")
                           + "; the same command resumes the study. Choosing among the finished trials:")
@@ -347,6 +366,9 @@ class TuningJob:
 
     def _print_trial(self, study: Any, trial: Any) -> None:
         state = trial.state.name.lower()
+        if "invalid" in trial.user_attrs:
+            self.echo(f"trial {trial.number} failed, its settings were refused: {trial.user_attrs['invalid']}")
+            return
         metrics = trial.user_attrs.get("metrics", {})
         shown = ", ".join(f"{m} {metrics[m]:.3f}" for m in self.front if m in metrics)
         epoch = trial.user_attrs.get("epoch")
