@@ -504,9 +504,9 @@ constraints = []
 
 
 def test_a_trial_whose_settings_a_component_refuses_fails_and_the_search_goes_on(tmp_path):
-    # input_weight + assignment_weight (0.3) above 1 is refused by the blend head: about half the range
+    # input_weight + assignment_weight (0.3) above 1 is refused by the blend head: 0.7 to 0.8
     lines: list[str] = []
-    report = run_tuning(str(blend_tune_job(tmp_path, (0.1, 1.0), trials=8)), echo=lines.append)
+    report = run_tuning(str(blend_tune_job(tmp_path, (0.1, 0.8), trials=8)), echo=lines.append)
     refused = [line for line in lines if "its settings were refused" in line]
     assert refused and all("input_weight + assignment_weight must be at most 1" in line for line in refused)
     rows = list(csv.DictReader(open(tmp_path / "run" / "tune" / "trials.csv", encoding="utf-8")))
@@ -521,3 +521,35 @@ def test_a_space_whose_settings_are_all_refused_stops_with_the_reason(tmp_path):
     with pytest.raises(ConfigError, match=r"5 trials in a row had settings that were refused; the last: .*"
                                           r"input_weight \+ assignment_weight must be at most 1.*Narrow the ranges"):
         run_tuning(str(blend_tune_job(tmp_path, (0.8, 0.9), trials=8)), echo=quiet)
+
+
+def test_the_configs_own_setting_is_the_first_trial_where_the_space_holds_it():
+    from simplug.training.tuning import config_values
+
+    sections = {"model": {**MODEL, "loss": "triplet"}, "train": {"epochs": 3, "batch_size": 48}}
+    space = {"model.optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+             "model.loss.name": {"choices": ["triplet", "supervised_contrastive"]},
+             "model.loss.margin": {"low": 0.2, "high": 1.0},            # the config leaves it to the default
+             "train.epochs": {"low": 2, "high": 10, "step": 2},         # 3 is off the steps
+             "train.batch_size": {"choices": [32, 64]}}                 # 48 is not a choice
+    params = parse_space(space, sections, train_keys=TRAIN_KEYS)
+    assert config_values(sections, params) == {"model.optimizer.lr": 0.001, "model.loss.name": "triplet"}
+    sections["train"] = {"epochs": 4, "batch_size": 64}
+    sections["model"]["optimizer"] = {"name": "adam", "lr": 0.1}       # outside the range
+    assert config_values(sections, params) == {"model.loss.name": "triplet", "train.epochs": 4, "train.batch_size": 64}
+
+
+def test_a_search_starts_from_the_configs_setting_once(tmp_path):
+    config = tune_job(tmp_path, trials=2)
+    lines: list[str] = []
+    run_tuning(str(config), echo=lines.append)
+    first = next(line for line in lines if line.startswith("trial 0 "))
+    assert "[the config's own setting]" in first
+    rows = list(csv.DictReader(open(tmp_path / "run" / "tune" / "trials.csv", encoding="utf-8")))
+    assert {k: rows[0][k] for k in ("model.optimizer.lr", "model.loss.name", "model.loss.margin", "train.epochs")} == \
+        {"model.optimizer.lr": "0.01", "model.loss.name": "triplet", "model.loss.margin": "0.5", "train.epochs": "3"}
+    # extended: the config's setting is not tried again
+    lines.clear()
+    run_tuning(str(config), trials=3, echo=lines.append)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "tune" / "trials.csv", encoding="utf-8")))
+    assert len(rows) == 3 and not any("[the config's own setting]" in line for line in lines)

@@ -54,6 +54,7 @@ from simplug.training.tuning import (
     PrefilledCache,
     apply_params,
     carve_validation,
+    config_values,
     open_study,
     pareto_front,
     parse_constraints,
@@ -338,6 +339,9 @@ class TuningJob:
         sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=min(8, max(2, self.trials // 3)), **constraints)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2 * REPORT_EVERY)
         study = open_study(self.storage, self.study_name, parts, sampler, pruner)
+        start_from = config_values({"model": self.job.model, "train": self.job.train}, self.params)
+        if start_from:  # the config's own setting first (once per study, also when several processes share it)
+            study.enqueue_trial(start_from, user_attrs={"from_config": True}, skip_if_exists=True)
         done = _finished(study)
         wanted = max(0, self.trials - done)
         self.echo(f"study {self.study_name!r} in {self.storage}: {done} finished trial(s) before this run; "
@@ -375,6 +379,7 @@ class TuningJob:
         self.echo(f"trial {trial.number} {state}: {shown}" + (f" (epoch {epoch} of {trial.user_attrs.get('epochs_run')})" if epoch else "")
                   + ("" if trial.user_attrs.get("feasible", True) else " [misses constraints]")
                   + (" [stopped at the time limit]" if trial.user_attrs.get("stopped_at_deadline") else "")
+                  + (" [the config's own setting]" if trial.user_attrs.get("from_config") else "")
                   + f" {trial.user_attrs.get('seconds', 0):.1f} s")
 
     # ------------------------------------------------------------------ the result

@@ -110,6 +110,40 @@ class SearchParam:
             return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)
 
+    def encoded(self, value: Any) -> Any:
+        """``value`` as this parameter stores it in a study, or ``None`` when the space does not
+        hold it (outside the range, off its steps, not among the choices)."""
+        if self.choices is not None:
+            options = [json.dumps(c, sort_keys=True) if isinstance(c, (dict, list)) else c for c in self.choices]
+            plain = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+            return plain if any(plain == o and type(plain) is type(o) for o in options) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return None
+        if self.step is not None:
+            steps = (value - self.low) / self.step
+            if abs(steps - round(steps)) > 1e-9:
+                return None
+        if self.is_int:
+            return int(value) if value == int(value) else None
+        return float(value)
+
+
+def config_values(sections: Mapping[str, Any], params: Sequence[SearchParam]) -> dict[str, Any]:
+    """The job's own values of the tuned keys, where the space holds them: enqueued as the first
+    trial, so a search never ends below the setting the user started from (on the validation
+    split). A key the config leaves out (a component's default) is left to the sampler."""
+    values = {}
+    for param in params:
+        table: Any = sections
+        for depth, name in enumerate(param.path):
+            if isinstance(table, str) and component_kind(param.path[:depth]):
+                table = {"name": table}  # loss = "triplet" is {name = "triplet"}
+            table = table.get(name) if isinstance(table, Mapping) else None
+        stored = param.encoded(table) if table is not None else None
+        if stored is not None:
+            values[param.key] = stored
+    return values
+
 
 def parse_space(space: Any, sections: Mapping[str, Any], where: str = "[tune.space]",
                 train_keys: Iterable[str] = ()) -> list[SearchParam]:
