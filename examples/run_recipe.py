@@ -32,21 +32,23 @@ def main() -> None:
     args = parser.parse_args()
 
     import pytorch_lightning as pl
-    import torch
-    from torch import nn
-
     from simplug import TrainableModel
-    from simplug.evaluation.baselines import baselines, evaluate_heldout, format_comparison
-    from simplug.registry.building import build_component
-    from simplug.data.readers import read_samples
-    from simplug.components.encoder import Encoder
     from simplug.cli.job_config import load_job_config
     from simplug.cli.train_job import loaders
+    from simplug.components.encoder import Encoder
+    from simplug.data.readers import read_samples
+    from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
+    from simplug.evaluation.baselines import (
+        baselines,
+        evaluate_heldout,
+        format_comparison,
+    )
+    from simplug.model.similarity_model import SimilarityModel
     from simplug.plugins.encoders.torch_module import TorchModuleEncoder
     from simplug.plugins.heads.empty import EmptyHead
+    from simplug.registry.building import build_component
     from simplug.training.fit import fit
-    from simplug.data.samples import SimilarityGroupSample, SimilarityPairSample
-    from simplug.model.similarity_model import SimilarityModel
+    from torch import nn
 
     started = time.perf_counter()
     job = load_job_config(args.config)
@@ -78,7 +80,7 @@ def main() -> None:
     train_v, held_v = [stored(s) for s in train], [stored(s) for s in held_out]
     config = copy.deepcopy({k: v for k, v in job.model.items() if k != "encoder"})
     config["encoder"] = TorchModuleEncoder(nn.Identity(), embedding_size=encoder.embedding_size)
-    trainable = TrainableModel.from_config(config)
+    trainable = TrainableModel.from_config(config, num_groups=len(group_ids))
 
     # 3. baselines, 4. training, 5. the fine-tuned model
     rows = baselines(trainable, train_v, held_v)

@@ -7,7 +7,6 @@ steps with other settings.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
@@ -33,8 +32,7 @@ from simplug.evaluation.heldout import (
     retrieval_task,
 )
 from simplug.evaluation.retrieval import Record
-from simplug.registry import get_registry
-from simplug.registry.building import positive_int, split_spec
+from simplug.registry.building import positive_int
 from simplug.training.fit import fit
 from simplug.training.trainable import TrainableModel
 from simplug.training.tuning import best_epoch_selector
@@ -93,7 +91,7 @@ def read_data(run: TrainingRun) -> None:
 def build_model(run: TrainingRun) -> None:
     """The TrainableModel of ``[model]``, cached where its encoders are frozen."""
     job, settings = run.job, run.settings
-    model = TrainableModel.from_config(with_group_count(job.model, run))
+    model = TrainableModel.from_config(job.model, num_groups=run.group_count)
     cache = settings.get("cache", "auto")
     frozen = [key for key, encoder in model.model.encoders.items() if not encoder.trainable]
     if cache not in (None, False, "none") and "cache" not in job.model and frozen:
@@ -116,21 +114,6 @@ def build_model(run: TrainingRun) -> None:
             f"{model.loss.target_kind[:-1]} loss; pick a {run.kind[:-1]} loss or change the data"
         )
     run.model = model
-
-
-def with_group_count(model_config: Mapping[str, Any], run: TrainingRun) -> dict[str, Any]:
-    """``model_config`` with ``num_groups`` filled in for a loss that learns a weight per group
-    (softmax, arcface, cosface, center) and was not given one: the number of group labels in the
-    data, so a user need not count them. A stated ``num_groups`` is kept (and checked by the loss
-    against the ids it gets)."""
-    config = dict(model_config)
-    spec = config.get("loss")
-    if not run.group_count or not isinstance(spec, (str, Mapping)):
-        return config
-    name, args = split_spec(spec, "loss")
-    if "num_groups" not in args and "num_groups" in inspect.signature(get_registry().resolve("losses", name)).parameters:
-        config["loss"] = {**({"name": spec} if isinstance(spec, str) else spec), "num_groups": run.group_count}
-    return config
 
 
 def score_baselines(run: TrainingRun) -> None:

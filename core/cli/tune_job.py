@@ -38,7 +38,6 @@ from simplug.cli.train_job import (
     loaders,
     read_data,
     start_run,
-    with_group_count,
 )
 from simplug.components.encoder import Encoder
 from simplug.components.head import EncoderHead
@@ -196,14 +195,14 @@ class TuningJob:
         random draws), with its cache filled from the stored encoder outputs."""
         run = self.run
         settings = {**run.settings, **sections["train"]}
-        model_config = with_group_count(sections["model"], run)
+        model_config = dict(sections["model"])
         if self.frozen:  # the frozen encoders are shared; a trainable one is built anew for each trial
             key = "encoder" if "encoder" in model_config else "encoders"
             model_config[key] = (next(iter(self.encoders.values())) if key == "encoder" else dict(self.encoders))
         torch.set_rng_state(self.rng_after_encoders[0])
         random.setstate(self.rng_after_encoders[1])
         np.random.set_state(self.rng_after_encoders[2])
-        model = TrainableModel.from_config(model_config)
+        model = TrainableModel.from_config(model_config, num_groups=run.group_count)
         if model.loss.target_kind != run.kind:
             raise ConfigError(f"[data] kind is {run.kind!r} but the loss {model_config.get('loss')!r} is a "
                               f"{model.loss.target_kind[:-1]} loss; keep only {run.kind[:-1]} losses in the search space")

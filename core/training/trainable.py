@@ -392,7 +392,7 @@ class TrainableModel(CachingMixin, FastStepHooks, pl.LightningModule):
 
     # ------------------------------------------------------------------ config
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "TrainableModel":
+    def from_config(cls, config: Mapping[str, Any], num_groups: int | None = None) -> "TrainableModel":
         """Build a model from registered component names, e.g.::
 
             TrainableModel.from_config({
@@ -408,9 +408,10 @@ class TrainableModel(CachingMixin, FastStepHooks, pl.LightningModule):
             })
 
         A loss with per-group weights (arcface, cosface, softmax, center) gets
-        ``embedding_size`` from the head when the config leaves it out.
+        ``embedding_size`` from the head, and ``num_groups`` from ``num_groups`` (the number of
+        group labels in the data), when the config leaves them out.
         """
-        return ConfigTrainableModel(config)
+        return ConfigTrainableModel(config, num_groups=num_groups)
 
 
 store_signature(TrainableModel.training_step)
@@ -422,7 +423,7 @@ _OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSpr
 class ConfigTrainableModel(TrainableModel):
     """A TrainableModel whose hooks build components from a config of registered names."""
 
-    def __init__(self, config: Mapping[str, Any]):
+    def __init__(self, config: Mapping[str, Any], num_groups: int | None = None):
         if not isinstance(config, Mapping):
             raise ConfigError(f"a model config is a dict, got {type(config).__name__}")
         unknown = [k for k in config if k not in _CONFIG_KEYS]
@@ -438,6 +439,7 @@ class ConfigTrainableModel(TrainableModel):
         if "loss" not in config:
             raise ConfigError("the config needs a 'loss', e.g. {'name': 'triplet'}")
         self._config = dict(config)
+        self._num_groups = num_groups
         self._optimizer_spec()  # a bad optimizer fails here, not when training starts
         super().__init__()
 
@@ -471,8 +473,11 @@ class ConfigTrainableModel(TrainableModel):
         if not isinstance(spec, SimilarityLoss):
             # losses with per-group weights need the embedding size: it is the head's output
             cls = get_registry().resolve("losses", split_spec(spec, "loss")[0])
-            if "embedding_size" in inspect.signature(cls).parameters:
+            parameters = inspect.signature(cls).parameters
+            if "embedding_size" in parameters:
                 extra["embedding_size"] = self._model.embedding_size
+            if "num_groups" in parameters and self._num_groups:
+                extra["num_groups"] = self._num_groups
         return build_component("losses", spec, SimilarityLoss, **extra)
 
     def configure_xbm(self) -> XbmConfig | None:

@@ -1,7 +1,7 @@
 """After `simplug train`: index the training items and answer a few held-out questions with their
 top hits, through the same calls as `simplug index` and `simplug search`.
 
-    python examples/category_routing/search_heldout.py [--run examples/category_routing/runs/supcon]
+    python examples/category_routing/search_heldout.py [--run examples/category_routing/runs/routing]
 
 The index is embedded Qdrant in RUN/index (created on the first run; a rerun upserts the same
 ids, so it never grows). Each of --questions held-out texts (one per category, in a fixed order)
@@ -28,7 +28,7 @@ def read_jsonl(path: str) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run", default=os.path.join(HERE, "runs", "supcon"))
+    parser.add_argument("--run", default=os.path.join(HERE, "runs", "routing"))
     parser.add_argument("--data", default=os.path.join(HERE, "data"))
     parser.add_argument("--questions", type=int, default=6)
     parser.add_argument("-k", type=int, default=3)
