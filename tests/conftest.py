@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# The Ctrl-C tests send SIGINT for real. A shell that starts pytest in the background ignores
+# SIGINT, and processes inherit that; Python then never raises KeyboardInterrupt. Catching it here
+# also gives every child process the default action back (exec resets caught signals).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TESTS = Path(__file__).parent
 PLUGIN_PACKAGES = TESTS / "plugin_packages"
