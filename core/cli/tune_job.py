@@ -33,12 +33,7 @@ from simplug.cli.job_config import (
     unknown_keys_problem,
 )
 from simplug.cli.tables import format_comparison, text_table
-from simplug.cli.train_job import (
-    TrainingRun,
-    loaders,
-    read_data,
-    start_run,
-)
+from simplug.cli.train_job import TrainingRun, loaders, read_data, start_run
 from simplug.components.encoder import Encoder
 from simplug.components.head import EncoderHead
 from simplug.errors import ConfigError, TrainingInterrupted
@@ -69,12 +64,12 @@ TUNE_KEYS = frozenset({"space", "objective", "constraints", "trials", "timeout",
                        "patience", "front", "prune", "one_thread", "refit"})
 REPORT_EVERY = 5  # epochs between a trial's reports to the pruner
 INVALID_IN_A_ROW = 5  # trials in a row whose settings a component refuses before the search stops
+# besides the objective, the metrics whose trade-off the report shows (those that are reported)
+FRONT = ("retrieval_precision@1", "knn_accuracy@10", "recall@10")
 
 
 class InvalidTrialSettings(Exception):
     """A trial's combination of values that a component refuses (e.g. a head's weights summing past 1)."""
-# besides the objective, the metrics whose trade-off the report shows (those that are reported)
-FRONT = ("retrieval_precision@1", "knn_accuracy@10", "recall@10")
 
 
 class TuningJob:
