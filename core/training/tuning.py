@@ -100,10 +100,14 @@ class SearchParam:
     def is_int(self) -> bool:
         return all(isinstance(v, int) for v in (self.low, self.high, self.step) if v is not None)
 
+    @staticmethod
+    def _stored_choice(value: Any) -> Any:
+        # Optuna stores plain values; tables (e.g. a head with its arguments) travel as JSON
+        return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
     def suggest(self, trial: Any) -> Any:
         if self.choices is not None:
-            # Optuna stores plain values; tables (e.g. a head with its arguments) travel as JSON
-            encoded = [json.dumps(c, sort_keys=True) if isinstance(c, (dict, list)) else c for c in self.choices]
+            encoded = [self._stored_choice(c) for c in self.choices]
             picked = trial.suggest_categorical(self.key, encoded)
             return self.choices[encoded.index(picked)]
         if self.is_int:
@@ -114,8 +118,8 @@ class SearchParam:
         """``value`` as this parameter stores it in a study, or ``None`` when the space does not
         hold it (outside the range, off its steps, not among the choices)."""
         if self.choices is not None:
-            options = [json.dumps(c, sort_keys=True) if isinstance(c, (dict, list)) else c for c in self.choices]
-            plain = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+            options = [self._stored_choice(c) for c in self.choices]
+            plain = self._stored_choice(value)
             return plain if any(plain == o and type(plain) is type(o) for o in options) else None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
             return None
