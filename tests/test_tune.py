@@ -228,9 +228,17 @@ def test_tune_end_to_end_and_the_best_config_retrains_the_same_model(tmp_path):
     assert {k: tuned[k] for k in retrained["trained"]} == pytest.approx(retrained["trained"], abs=1e-6)
 
 
-def test_without_refit_the_trial_model_is_kept_and_its_config_selects_the_same_epoch(tmp_path):
+def assert_best_config_selects_the_trials_epoch(tmp_path, report):
+    """simplug train runs the written best config (refit = false) and selects the same epoch, with the same numbers."""
     from simplug.cli.train_job import run_training
 
+    retrained = run_training(str(tmp_path / "run" / "tune" / "best_config.toml"), output_dir=str(tmp_path / "again"), echo=quiet)
+    assert retrained["selected"]["epoch"] == report["best"]["epoch"]
+    tuned = report["held_out"]["tuned"]
+    assert {k: tuned[k] for k in retrained["trained"]} == pytest.approx(retrained["trained"], abs=1e-6)
+
+
+def test_without_refit_the_trial_model_is_kept_and_its_config_selects_the_same_epoch(tmp_path):
     config = tune_job(tmp_path, trials=2, extra="")
     text = config.read_text(encoding="utf-8").replace("[tune]\n", "[tune]\nrefit = false\n", 1)
     config.write_text(text, encoding="utf-8")
@@ -238,10 +246,7 @@ def test_without_refit_the_trial_model_is_kept_and_its_config_selects_the_same_e
     assert report["best"]["refit"] is None
     best = tomllib.loads((tmp_path / "run" / "tune" / "best_config.toml").read_text(encoding="utf-8"))
     assert best["train"]["select_best"]["metric"] == "retrieval_r_precision"
-    retrained = run_training(str(tmp_path / "run" / "tune" / "best_config.toml"), output_dir=str(tmp_path / "again"), echo=quiet)
-    assert retrained["selected"]["epoch"] == report["best"]["epoch"]
-    tuned = report["held_out"]["tuned"]
-    assert {k: tuned[k] for k in retrained["trained"]} == pytest.approx(retrained["trained"], abs=1e-6)
+    assert_best_config_selects_the_trials_epoch(tmp_path, report)
 
 
 def test_unknown_tune_keys_and_a_bad_refit_are_named(tmp_path):
@@ -330,6 +335,75 @@ def test_best_epoch_prefers_epochs_meeting_the_constraints_restores_them_and_sto
                         [Constraint.parse("retrieval_precision@1 >= 0.9")], {})
     closest.on_train_epoch_end(SimpleNamespace(current_epoch=0, should_stop=False), module)
     assert closest.best.epoch == 1 and not closest.best.feasible
+
+
+def test_a_long_run_is_scored_every_few_epochs_and_always_at_its_end():
+    from types import SimpleNamespace
+
+    from simplug.training.tuning import BestEpoch, scoring_interval
+
+    assert [scoring_interval(n) for n in (None, 1, 50, 51, 100, 150, 200)] == [1, 1, 1, 2, 2, 3, 4]
+    assert scoring_interval(150, every=1) == 1 and scoring_interval(10, every=4) == 4
+
+    def run(max_epochs, every=None, patience=None, deadline_after=None, values=None):
+        import time
+
+        scored: list[int] = []
+        module = SimpleNamespace(model=torch.nn.Linear(2, 2))
+        trainer = SimpleNamespace(current_epoch=0, should_stop=False, max_epochs=max_epochs)
+
+        def score(pl_module):
+            scored.append(trainer.current_epoch + 1)
+            return {"retrieval_r_precision": (values or {}).get(scored[-1], 0.1 * len(scored))}
+
+        selector = BestEpoch(score, "retrieval_r_precision", patience=patience, every=every)
+        for epoch in range(max_epochs):
+            trainer.current_epoch = epoch
+            if deadline_after is not None and epoch + 1 == deadline_after:
+                selector.deadline = time.monotonic() - 1
+            selector.on_train_epoch_end(trainer, module)
+            if trainer.should_stop:
+                break
+        assert [row["epoch"] for row in selector.history] == scored
+        return selector, scored
+
+    selector, scored = run(120)  # ceil(120 / 50) = 3
+    assert scored == list(range(3, 121, 3)) and selector.best.epoch == 120 and selector.interval == 3
+    _, scored = run(10, every=4)
+    assert scored == [4, 8, 10]  # the last epoch is always scored
+    _, scored = run(120, every=1)
+    assert scored == list(range(1, 121))
+    selector, scored = run(120, deadline_after=7)  # the epoch that ends past the deadline is scored too
+    assert scored == [3, 6, 7] and selector.stopped_at_deadline and selector.epochs_run == 7
+    # patience can stop the run on an epoch that is not scored: the choice is among the scored ones
+    selector, scored = run(120, patience=4, values={3: 0.9, 6: 0.5})
+    assert scored == [3, 6] and selector.best.epoch == 3 and selector.epochs_run == 7
+
+
+def test_without_refit_a_config_scoring_every_few_epochs_selects_the_trials_epoch(tmp_path):
+    config = tune_job(tmp_path, trials=2)
+    text = config.read_text(encoding="utf-8").replace("[tune]\n", "[tune]\nrefit = false\nscore_every = 2\npatience = 1\n", 1)
+    config.write_text(text.replace('"train.epochs" = {low = 2, high = 4}', '"train.epochs" = {low = 5, high = 6}'), encoding="utf-8")
+    report = run_tuning(str(config), echo=quiet)
+    best = tomllib.loads((tmp_path / "run" / "tune" / "best_config.toml").read_text(encoding="utf-8"))
+    assert best["train"]["select_best"]["every"] == 2
+    # patience stopped the chosen trial on an epoch it did not score: the config trains up to the last scored one
+    study = optuna.load_study(study_name="simplug-tune", storage=f"sqlite:///{tmp_path / 'run' / 'tune' / 'study.db'}")
+    chosen = study.trials[report["best"]["trial"]].user_attrs
+    assert chosen["epochs_run"] > chosen["last_scored"] == best["train"]["epochs"]
+    assert_best_config_selects_the_trials_epoch(tmp_path, report)
+
+
+def test_a_scoring_interval_below_one_epoch_is_refused(tmp_path):
+    from simplug.training.tuning import select_best_settings
+
+    config = tune_job(tmp_path)
+    config.write_text(config.read_text(encoding="utf-8").replace("[tune]\n", "[tune]\nscore_every = 0\n", 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[tune\] score_every is a number of epochs of at least 1"):
+        run_tuning(str(config), echo=quiet)
+    with pytest.raises(ConfigError, match=r"select_best every is a number of epochs of at least 1.*got 'often'"):
+        select_best_settings({"every": "often"}, "retrieval_r_precision")
+    assert select_best_settings({"every": 5}, "retrieval_r_precision") == ("retrieval_r_precision", [], 5)
 
 
 def test_a_pruned_run_stops_at_once_and_keeps_its_last_weights():

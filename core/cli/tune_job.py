@@ -48,6 +48,7 @@ from simplug.training.tuning import (
     PrefilledCache,
     apply_params,
     carve_validation,
+    checked_interval,
     config_values,
     open_study,
     pareto_front,
@@ -61,7 +62,7 @@ DEFAULT_SHARE = 0.2
 DEFAULT_PATIENCE = 30  # epochs without a better choice before a trial stops
 #: the keys of a [tune] table
 TUNE_KEYS = frozenset({"space", "objective", "constraints", "trials", "timeout", "dir", "storage", "study_name", "seed",
-                       "patience", "front", "prune", "one_thread", "refit"})
+                       "patience", "front", "prune", "one_thread", "refit", "score_every"})
 REPORT_EVERY = 5  # epochs between a trial's reports to the pruner
 INVALID_IN_A_ROW = 5  # trials in a row whose settings a component refuses before the search stops
 # besides the objective, the metrics whose trade-off the report shows (those that are reported)
@@ -111,6 +112,7 @@ class TuningJob:
         self.patience = self.tune.get("patience", DEFAULT_PATIENCE)
         if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1):
             raise ConfigError(f"[tune] patience is a number of epochs above 0, got {self.patience!r}")
+        self.score_every = checked_interval(self.tune.get("score_every"), "[tune] score_every")
         self.best_models: dict[int, TrainableModel] = {}
         self.interrupted = False
         self.deadline: float | None = None  # time.monotonic() when the search's --timeout ends
@@ -215,7 +217,7 @@ class TuningJob:
         ``time.monotonic()`` value) it stops after the epoch running then."""
         model, settings, callbacks = self._new_model(sections)
         selector = BestEpoch(self.validation_task.score, self.objective, self.constraints, self.untrained_validation,
-                             report=report, patience=self.patience, deadline=deadline)
+                             report=report, patience=self.patience, deadline=deadline, every=self.score_every)
         # the validation loader only logs a loss; it is there so the random draws match simplug train's
         train_loader, val_loader = loaders(self.run.kind, self.fit_samples, self.validation, settings)
         with self._trial_threads(settings):
@@ -291,7 +293,10 @@ class TuningJob:
         best = selector.best
         assert best is not None
         trial.set_user_attr("epoch", best.epoch)
-        trial.set_user_attr("epochs_run", selector.history[-1]["epoch"] if selector.history else 0)
+        trial.set_user_attr("epochs_run", selector.epochs_run)
+        # what a config needs to select this epoch again the same way (see write_best_config)
+        trial.set_user_attr("last_scored", selector.history[-1]["epoch"] if selector.history else 0)
+        trial.set_user_attr("score_every", selector.interval)
         trial.set_user_attr("metrics", best.metrics)
         trial.set_user_attr("feasible", best.feasible)
         misses = [c.violation(best.metrics, self.untrained_validation) for c in self.constraints]
@@ -389,6 +394,7 @@ class TuningJob:
         started = time.perf_counter()
         sections = self.sections_for(lambda param: param.suggest(optuna.trial.FixedTrial(best.params)))
         chosen_epoch = int(best.user_attrs.get("epoch") or sections["train"].get("epochs", 10))
+        score_every = None  # a refit model's config trains its epochs without selection
         if self.refit_all:
             try:
                 model, retrained = self.refit(sections, chosen_epoch), True
@@ -406,8 +412,11 @@ class TuningJob:
             retrained = model is None
             if model is None:  # found by another process or an earlier run: train it again (same seed, same result)
                 model, _ = self.train_one(sections)
-            # the trial may have stopped early (patience): the config trains for the epochs it ran
-            sections["train"]["epochs"] = int(best.user_attrs.get("epochs_run") or sections["train"].get("epochs", 10))
+            # the config scores the very epochs the trial scored: it trains up to the last of them
+            # (the trial may have run on a few unscored epochs before patience stopped it), scoring
+            # at the trial's interval
+            sections["train"]["epochs"] = int(best.user_attrs.get("last_scored") or sections["train"].get("epochs", 10))
+            score_every = best.user_attrs.get("score_every")
             final = f"trial {best.number}"
         self.timings["final_model"] = time.perf_counter() - started
         # the held-out split, scored once
@@ -424,7 +433,8 @@ class TuningJob:
                        "validation": best.user_attrs.get("metrics"), "held_out": {"untrained": untrained, "tuned": trained}},
         })
         config_path = write_best_config(self.job, sections, self.objective, [str(c) for c in self.constraints],
-                                        self.share, os.path.join(out, "best_config.toml"), select_best=not self.refit_all)
+                                        self.share, os.path.join(out, "best_config.toml"), select_best=not self.refit_all,
+                                        score_every=score_every)
         trials_path = write_trials_csv(study, self.reported, os.path.join(out, "trials.csv"))
         plot = plot_study(study, self.objective, self.front, front, os.path.join(out, "tune.png"))
         report = {
@@ -551,7 +561,7 @@ def write_trials_csv(study: Any, metrics: list[str], path: str) -> str:
 
 
 def write_best_config(job: JobConfig, sections: dict[str, Any], objective: str, constraints: list[str],
-                      share: float, path: str, select_best: bool = True) -> str:
+                      share: float, path: str, select_best: bool = True, score_every: int | None = None) -> str:
     """The job with the chosen trial's values, as a config ``simplug train`` runs unchanged:
     paths rewritten relative to the new file; with ``select_best``, best-epoch selection on the
     same carved split (the trial's own model), else the chosen epochs on the whole training file
@@ -568,7 +578,8 @@ def write_best_config(job: JobConfig, sections: dict[str, Any], objective: str, 
     if "cache_dir" in train:
         train["cache_dir"] = moved(str(train["cache_dir"]))
     if select_best:
-        train["select_best"] = {"metric": objective, "constraints": constraints}
+        train["select_best"] = {"metric": objective, "constraints": constraints,
+                                **({"every": score_every} if score_every else {})}
         train["validation_share"] = share
     config = {"data": data, "model": sections["model"], "train": train}
     if job.evaluate:

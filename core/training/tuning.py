@@ -561,22 +561,47 @@ class EpochChoice:
     feasible: bool
 
 
+SCORES_PER_RUN = 50  # best-epoch selection scores about this many epochs of a long run
+
+
+def scoring_interval(max_epochs: int | None, every: int | None = None) -> int:
+    """Epochs between two scorings of the validation split: ``every`` when given, else one epoch
+    for runs of up to ``SCORES_PER_RUN`` epochs and ``ceil(max_epochs / SCORES_PER_RUN)`` beyond
+    (every 3rd epoch of 150). A score costs a head pass over the split and its candidates plus a
+    ranking, which for a wide head is about half an epoch of training; a choice to within a few
+    epochs of a long run loses nothing, since its objective moves slowly there."""
+    if every is not None:
+        return every
+    return max(1, math.ceil(max_epochs / SCORES_PER_RUN)) if max_epochs and max_epochs > 0 else 1
+
+
+def checked_interval(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where} is a number of epochs of at least 1 (1: score after every epoch), got {value!r}")
+    return value
+
+
 class BestEpoch(pl.Callback):
-    """Scores the model on a validation task after every epoch, keeps the trainable weights of the
-    best epoch (the best ``objective`` among epochs meeting the constraints; when none does, the
-    one that misses them least), and puts them back when training ends.
+    """Scores the model on a validation task after every ``every``-th epoch and the last (see
+    :func:`scoring_interval`; by default every epoch of a run of up to 50), keeps the trainable
+    weights of the best scored epoch (the best ``objective`` among epochs meeting the
+    constraints; when none does, the one that misses them least), and puts them back when
+    training ends.
 
     ``report(epoch, value)`` is called with the best value so far after every epoch; when it
     returns True, training stops (a pruned trial). With ``patience``, training also stops when
     the choice has not changed for that many epochs (the later epochs could only be chosen by
     beating it; a config that reruns the trial trains for the epochs it ran). With ``deadline``
-    (a ``time.monotonic()`` value), training stops after the first epoch that ends past it, and
-    the best epoch so far stands (``stopped_at_deadline``)."""
+    (a ``time.monotonic()`` value), training stops after the first epoch that ends past it (that
+    epoch is scored), and the best epoch so far stands (``stopped_at_deadline``)."""
 
     def __init__(self, score: Callable[[Any], dict[str, float]], objective: str,
                  constraints: Sequence[Constraint] = (), untrained: Mapping[str, float] | None = None,
                  report: Callable[[int, float], bool] | None = None, restore: bool = True,
-                 patience: int | None = None, deadline: float | None = None):
+                 patience: int | None = None, deadline: float | None = None, every: int | None = None):
+        self.every = every
         self.score = score
         self.objective = objective
         self.constraints = list(constraints)
@@ -586,17 +611,34 @@ class BestEpoch(pl.Callback):
         self.patience = patience
         self.deadline = deadline
         self.stopped_at_deadline = False
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, float]] = []  # the scored epochs
+        self.epochs_run = 0
+        self.interval = every or 1  # epochs between scorings, set when training starts
         self.best: EpochChoice | None = None
         self.pruned = False
         self._best_key: tuple[float, float] | None = None
         self._state: dict[str, torch.Tensor] | None = None
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        epoch = self.epochs_run = trainer.current_epoch + 1
+        last = getattr(trainer, "max_epochs", None)
+        past_deadline = self.deadline is not None and time.monotonic() >= self.deadline
+        self.interval = scoring_interval(last, self.every)
+        if epoch % self.interval == 0 or epoch == last or past_deadline:
+            self._score_epoch(epoch, pl_module)
+        if self.report is not None and self.best is not None and self.report(epoch, self.best.metrics[self.objective]):
+            self.pruned = True
+            trainer.should_stop = True
+        if self.patience and self.best is not None and epoch - self.best.epoch >= self.patience:
+            trainer.should_stop = True
+        if past_deadline and not trainer.should_stop:
+            self.stopped_at_deadline = True
+            trainer.should_stop = True
+
+    def _score_epoch(self, epoch: int, pl_module: Any) -> None:
         metrics = self.score(pl_module)
         if self.objective not in metrics:
             raise ConfigError(f"the objective {self.objective!r} is not a reported metric; the metrics are: {', '.join(metrics)}")
-        epoch = trainer.current_epoch + 1
         self.history.append({"epoch": epoch, **metrics})
         missed = total_violation(self.constraints, metrics, self.untrained)
         key = (-missed, metrics[self.objective])
@@ -604,14 +646,6 @@ class BestEpoch(pl.Callback):
             self._best_key = key
             self.best = EpochChoice(epoch, dict(metrics), missed == 0)
             self._state = trainable_state(pl_module.model) if self.restore else None
-        if self.report is not None and self.best is not None and self.report(epoch, self.best.metrics[self.objective]):
-            self.pruned = True
-            trainer.should_stop = True
-        if self.patience and self.best is not None and epoch - self.best.epoch >= self.patience:
-            trainer.should_stop = True
-        if self.deadline is not None and not trainer.should_stop and time.monotonic() >= self.deadline:
-            self.stopped_at_deadline = True
-            trainer.should_stop = True
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         if self._state is not None and not self.pruned:
@@ -620,7 +654,7 @@ class BestEpoch(pl.Callback):
     def summary(self) -> str:
         if self.best is None:
             return "best epoch: none scored"
-        last = self.history[-1]["epoch"] if self.history else 0
+        last = self.epochs_run
         met = "" if not self.constraints else (" (meets the constraints)" if self.best.feasible else " (no epoch met the constraints; the closest)")
         return f"best epoch {self.best.epoch} of {last} on the validation split: {self.objective} {self.best.metrics[self.objective]:.3f}{met}"
 
@@ -635,21 +669,23 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items() if id(v) not in frozen}
 
 
-def select_best_settings(select_best: Any, headline: str) -> tuple[str, list[str]]:
+def select_best_settings(select_best: Any, headline: str) -> tuple[str, list[str], int | None]:
     """``[train] select_best``: ``true`` (the headline metric), a metric name, or a table
-    ``{metric = "...", constraints = ["retrieval_precision@1 >= untrained", ...]}``."""
+    ``{metric = "...", constraints = ["retrieval_precision@1 >= untrained", ...], every = 1}``
+    (``every``: epochs between scorings; default :func:`scoring_interval`)."""
     if select_best is True:
-        return headline, []
+        return headline, [], None
     if isinstance(select_best, str):
-        return select_best, []
+        return select_best, [], None
     if isinstance(select_best, Mapping):
-        unknown = sorted(set(select_best) - {"metric", "constraints"})
+        unknown = sorted(set(select_best) - {"metric", "constraints", "every"})
         if unknown:
-            raise ConfigError(f"[train] select_best has unknown key(s) {', '.join(unknown)}; the keys are: constraints, metric")
+            raise ConfigError(f"[train] select_best has unknown key(s) {', '.join(unknown)}; the keys are: constraints, every, metric")
         constraints = select_best.get("constraints", [])
         if not isinstance(constraints, list):
             raise ConfigError(f"[train] select_best constraints is a list of strings, got {constraints!r}")
-        return str(select_best.get("metric", headline)), constraints
+        every = checked_interval(select_best.get("every"), "[train] select_best every")
+        return str(select_best.get("metric", headline)), constraints, every
     raise ConfigError(f"[train] select_best is true, a metric name, or {{metric = \"...\", constraints = [...]}}; got {select_best!r}")
 
 
@@ -657,14 +693,14 @@ def best_epoch_selector(kind: str, train: Sequence[Any], model: Any, select_best
                         share: float, seed: int, evaluate: Mapping[str, Any]) -> tuple[list[Any], BestEpoch]:
     """For ``[train] select_best``: the samples to train on (the training data minus a carved
     validation split) and the callback that picks the epoch on that split."""
-    metric, constraint_specs = select_best_settings(select_best, headline)
+    metric, constraint_specs, every = select_best_settings(select_best, headline)
     fit_samples, validation = carve_validation(train, kind, share, seed)
     task = EmbeddedTask(kind, validation, fit_samples, evaluate.get("distance", "cosine"), evaluate.get("ks", (1, 5, 10)))
     untrained = task.score(model, heads=False)
     if metric not in untrained:
         raise ConfigError(f"[train] select_best metric {metric!r} is not reported; the metrics are: {', '.join(untrained)}")
     constraints = parse_constraints(constraint_specs, list(untrained))
-    return fit_samples, BestEpoch(task.score, metric, constraints, untrained)
+    return fit_samples, BestEpoch(task.score, metric, constraints, untrained, every=every)
 
 
 # ---------------------------------------------------------------------------- trials and the front
