@@ -268,6 +268,7 @@ def test_an_extended_study_resumes_and_another_config_is_refused(tmp_path):
     assert any("2 finished trial(s) before this run" in line for line in printed)
     study = optuna.load_study(study_name="simplug-tune", storage=f"sqlite:///{tmp_path / 'run' / 'tune' / 'study.db'}")
     assert len([t for t in study.trials if t.state.is_finished()]) == 3
+    assert study.trials[2].params != study.trials[1].params  # the resumed run does not redraw the first run's setting
     changed = config.read_text(encoding="utf-8").replace("lr = 0.01", "lr = 0.02")
     config.write_text(changed, encoding="utf-8")
     with pytest.raises(ConfigError, match=r"made from another config \(it differs in: model\)"):
@@ -287,6 +288,26 @@ def test_bad_tune_input_is_named_on_the_command_line(tmp_path):
     assert result.returncode == 1 and "'knn_accuracy@5', which is not reported" in result.stderr and "knn_accuracy@10" in result.stderr
 
 
+def test_each_trial_draws_from_its_own_seed_so_runs_reproduce_and_resumes_do_not_repeat():
+    from simplug.training.tuning import trial_seeded_sampler
+
+    def draws(seed, storage=None, runs=1, per_run=3):
+        values = []
+        for _ in range(runs):  # each run: a new process's sampler on the same study
+            sampler = trial_seeded_sampler(lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=10), seed)
+            study = optuna.create_study(storage=storage, study_name="s", sampler=sampler, load_if_exists=True)
+            study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=per_run)
+            values = [t.params["x"] for t in study.trials]
+        return values
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert draws(3) == draws(3) != draws(4)  # reproducible from the seed
+    assert len(set(draws(3))) == 3
+    resumed = optuna.storages.InMemoryStorage()
+    assert len(set(draws(3, storage=resumed, runs=2))) == 6  # a second run on the study draws new values
+    assert draws(3, storage=optuna.storages.InMemoryStorage(), runs=2)[:3] == draws(3)
+
+
 def test_two_processes_share_one_sqlite_study(tmp_path):
     config = tune_job(tmp_path, trials=4)
     out = tmp_path / "shared"
@@ -299,6 +320,9 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     numbers = [t.number for t in study.trials]
     assert numbers == list(range(len(numbers))) and len(numbers) >= 4
     assert all(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials)
+    # the processes draw different settings (both may enqueue the config's own setting: Optuna's documented race)
+    drawn = [tuple(sorted(t.params.items())) for t in study.trials if not t.user_attrs.get("from_config")]
+    assert len(set(drawn)) == len(drawn) >= 2
 
 
 # ------------------------------------------------------------------ best epoch

@@ -55,6 +55,7 @@ from simplug.training.tuning import (
     parse_constraints,
     parse_space,
     require_optuna,
+    trial_seeded_sampler,
 )
 
 DEFAULT_TRIALS = 20
@@ -335,7 +336,9 @@ class TuningJob:
             "validation": {"share": self.share, "seed": self.run.settings.get("seed", 0)},
         }
         constraints = {} if hasattr(optuna.trial.Trial, "set_constraint") else {"constraints_func": _constraint_values}
-        sampler = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=min(8, max(2, self.trials // 3)), **constraints)
+        startup = min(8, max(2, self.trials // 3))
+        sampler = trial_seeded_sampler(
+            lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, **constraints), self.seed)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2 * REPORT_EVERY)
         study = open_study(self.storage, self.study_name, parts, sampler, pruner)
         start_from = config_values({"model": self.job.model, "train": self.job.train}, self.params)

@@ -734,6 +734,40 @@ def require_optuna() -> Any:
     return optuna
 
 
+def trial_seeded_sampler(make: Callable[[int], Any], seed: int) -> Any:
+    """An Optuna sampler that draws each trial's values from ``make(s)``, a sampler built with a
+    seed ``s`` derived from ``seed`` and the trial's number.
+
+    One sampler seeded once per process would draw the same values again in every process that
+    opens the study with the same seed: a resumed or extended run would repeat the first run's
+    random trials, and two processes sharing a study would run the same trials twice. Trial
+    numbers are unique within a study, across processes, so seeding by them keeps a run
+    reproducible and makes every trial's draw its own."""
+    optuna = require_optuna()
+
+    class TrialSeededSampler(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.current = make(seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self.current = make((seed * 1_000_003 + trial.number) % 2**32)
+            self.current.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self.current.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self.current.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+            return self.current.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self.current.after_trial(study, trial, state, values)
+
+    return TrialSeededSampler()
+
+
 def storage_for(url: str) -> Any:
     """Optuna storage for a database URL. SQLite waits for a lock instead of failing at once
     when several processes write trials to one file; heartbeats let a run find trials left
