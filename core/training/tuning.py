@@ -613,7 +613,7 @@ class BestEpoch(pl.Callback):
         self.stopped_at_deadline = False
         self.history: list[dict[str, float]] = []  # the scored epochs
         self.epochs_run = 0
-        self.interval = every or 1  # epochs between scorings, set when training starts
+        self.interval = every or 1  # epochs between scorings, from the trainer's max_epochs at each epoch's end
         self.best: EpochChoice | None = None
         self.pruned = False
         self._best_key: tuple[float, float] | None = None
