@@ -423,9 +423,9 @@ def test_a_scoring_interval_below_one_epoch_is_refused(tmp_path):
 
     config = tune_job(tmp_path)
     config.write_text(config.read_text(encoding="utf-8").replace("[tune]\n", "[tune]\nscore_every = 0\n", 1), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"\[tune\] score_every is a number of epochs of at least 1"):
+    with pytest.raises(ConfigError, match=r"\[tune\] score_every must be a positive int \(epochs between scorings; 1 scores after every epoch\), got 0"):
         run_tuning(str(config), echo=quiet)
-    with pytest.raises(ConfigError, match=r"select_best every is a number of epochs of at least 1.*got 'often'"):
+    with pytest.raises(ConfigError, match=r"\[train\] select_best every must be a positive int \(epochs between scorings.*\), got 'often'"):
         select_best_settings({"every": "often"}, "retrieval_r_precision")
     assert select_best_settings({"every": 5}, "retrieval_r_precision") == ("retrieval_r_precision", [], 5)
 

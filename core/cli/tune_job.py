@@ -38,7 +38,7 @@ from simplug.components.encoder import Encoder
 from simplug.components.head import EncoderHead
 from simplug.errors import ConfigError, TrainingInterrupted
 from simplug.model.similarity_model import DEFAULT_ENCODER_KEY, SimilarityModel
-from simplug.registry.building import build_component
+from simplug.registry.building import build_component, positive_int
 from simplug.training.fit import fit
 from simplug.training.trainable import TrainableModel
 from simplug.training.tuning import (
@@ -90,7 +90,7 @@ class TuningJob:
         self.params = parse_space(self.tune["space"], {"model": job.model, "train": job.train},
                                   train_keys=SECTIONS["train"] or ())
         require_optuna()
-        self.trials = _positive_int(trials if trials is not None else self.tune.get("trials", DEFAULT_TRIALS), "trials")
+        self.trials = positive_int(trials if trials is not None else self.tune.get("trials", DEFAULT_TRIALS), "the number of trials")
         self.timeout = timeout if timeout is not None else self.tune.get("timeout")
         if self.timeout is not None and (isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0):
             raise ConfigError(f"the timeout is a number of seconds above 0, got {self.timeout!r}")
@@ -110,9 +110,7 @@ class TuningJob:
         self.run: TrainingRun = start_run(config_path, out, None, echo)
         self.seed = int(self.tune.get("seed", self.run.settings.get("seed", 0)))
         self.share = self.run.settings.get("validation_share", DEFAULT_SHARE)
-        self.patience = self.tune.get("patience", DEFAULT_PATIENCE)
-        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1):
-            raise ConfigError(f"[tune] patience is a number of epochs above 0, got {self.patience!r}")
+        self.patience = positive_int(self.tune.get("patience", DEFAULT_PATIENCE), "[tune] patience", why="a number of epochs")
         self.score_every = checked_interval(self.tune.get("score_every"), "[tune] score_every")
         self.best_models: dict[int, TrainableModel] = {}
         self.interrupted = False
@@ -710,9 +708,3 @@ def run_tuning(config_path: str, trials: int | None = None, timeout: float | Non
     job.prepare()
     study = job.search()
     return job.finish(study)
-
-
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"the number of {what} must be a whole number above 0, got {value!r}")
-    return value

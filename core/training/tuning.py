@@ -33,6 +33,7 @@ from simplug.evaluation.heldout import HeldOutScorer, retrieval_task
 from simplug.evaluation.retrieval import default_metric_specs
 from simplug.files import write_bytes_atomic
 from simplug.registry import get_registry
+from simplug.registry.building import positive_int
 from simplug.training.cache.files import encoder_fingerprint, update_content_digest
 
 UNTRAINED = "untrained"  # a constraint's bound: the untrained encoder's value of the same metric
@@ -576,11 +577,8 @@ def scoring_interval(max_epochs: int | None, every: int | None = None) -> int:
 
 
 def checked_interval(value: Any, where: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where} is a number of epochs of at least 1 (1: score after every epoch), got {value!r}")
-    return value
+    """A configured number of epochs between scorings; None: :func:`scoring_interval` decides."""
+    return None if value is None else positive_int(value, where, why="epochs between scorings; 1 scores after every epoch")
 
 
 class BestEpoch(pl.Callback):
