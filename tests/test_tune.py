@@ -430,6 +430,15 @@ def test_a_scoring_interval_below_one_epoch_is_refused(tmp_path):
     assert select_best_settings({"every": 5}, "retrieval_r_precision") == ("retrieval_r_precision", [], 5)
 
 
+def test_a_number_of_trials_or_a_patience_below_one_is_refused(tmp_path):
+    config = tune_job(tmp_path)
+    with pytest.raises(ConfigError, match=r"the number of trials must be a positive int, got 0"):
+        run_tuning(str(config), trials=0, echo=quiet)
+    config.write_text(config.read_text(encoding="utf-8").replace("[tune]\n", "[tune]\npatience = 2.5\n", 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[tune\] patience must be a positive int \(a number of epochs\), got 2.5"):
+        run_tuning(str(config), echo=quiet)
+
+
 def test_a_pruned_run_stops_at_once_and_keeps_its_last_weights():
     from types import SimpleNamespace
 
